@@ -1,0 +1,89 @@
+"""Evaluate the committed TinyCLAP weights on held-out synthetic data.
+
+    python benchmarks/tinyclap.py [--clips-per-class 20] [--scenes 250] [--seed 2024]
+
+Zero-shot classification of single-event clips with the prompt
+"This is a sound of {class}.", and caption -> scene retrieval (the first caption
+of every scene is the query; only its own scene counts as correct). The data
+come from seeds that training never uses. The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from pathlib import Path
+
+import torch
+
+from clapnb import synth
+from clapnb.tiny import CONFIG_FILE, WEIGHTS_FILE, load_tiny
+from clapnb.zeroshot import bootstrap_ci, class_prompts, retrieval_metrics, zero_shot
+
+
+def embed_set(model, data, batch_size: int = 32) -> torch.Tensor:
+    """Audio embeddings ``(N, D)`` of every item of a clip or scene set."""
+    parts = []
+    for start in range(0, len(data), batch_size):
+        batch = [data.audio(i) for i in range(start, min(start + batch_size, len(data)))]
+        parts.append(model.embed_audio(batch))
+    return torch.cat(parts)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clips-per-class", type=int, default=20)
+    parser.add_argument("--scenes", type=int, default=250)
+    parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_FILE.parent,
+                        help="folder holding tinyclap.pt and tinyclap.json")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+
+    t0 = time.perf_counter()
+    model = load_tiny("cpu", args.weights_dir / WEIGHTS_FILE.name, args.weights_dir / CONFIG_FILE.name)
+    load_seconds = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    clips = synth.load_synthetic_clips(n_per_class=args.clips_per_class, seed=args.seed)
+    audio = embed_set(model, clips)
+    result = zero_shot(audio, model.embed_text(class_prompts(clips.class_names)), model.logit_scale)
+    correct = result.predictions == clips.labels
+    acc, low, high = bootstrap_ci(correct)
+    per_class = {name: float(correct[clips.labels == c].mean())
+                 for c, name in enumerate(clips.class_names)}
+    clip_seconds = time.perf_counter() - t0
+    print(f"zero-shot accuracy on {len(clips)} held-out clips: {acc:.3f} (95% CI {low:.3f}-{high:.3f})")
+    worst = sorted(per_class.items(), key=lambda kv: kv[1])[:3]
+    print("  weakest classes: " + ", ".join(f"{k} {v:.2f}" for k, v in worst))
+
+    t0 = time.perf_counter()
+    scenes = synth.load_synthetic_scenes(n=args.scenes, seed=args.seed)
+    scene_audio = embed_set(model, scenes)
+    queries = model.embed_text([caps[0] for caps in scenes.captions])
+    sim = (queries @ scene_audio.T).numpy()
+    t2a = retrieval_metrics(sim, [[i] for i in range(len(scenes))])
+    a2t = retrieval_metrics(sim.T, [[i] for i in range(len(scenes))])
+    scene_seconds = time.perf_counter() - t0
+    print(f"caption -> scene retrieval among {len(scenes)} held-out scenes: "
+          f"R@1 {t2a['R@1']:.3f}  R@5 {t2a['R@5']:.3f}  R@10 {t2a['R@10']:.3f}")
+    print(f"scene -> caption retrieval: R@1 {a2t['R@1']:.3f}  R@5 {a2t['R@5']:.3f}")
+    print(f"load {load_seconds:.2f} s, clips {clip_seconds:.1f} s, scenes {scene_seconds:.1f} s")
+
+    out = {"model": model.name, "cache_key": model.cache_key, "seed": args.seed,
+           "n_clips": len(clips), "n_classes": len(clips.class_names), "n_scenes": len(scenes),
+           "zero_shot_accuracy": round(acc, 4), "zero_shot_ci95": [round(low, 4), round(high, 4)],
+           "worst_class_accuracy": round(min(per_class.values()), 4),
+           "t2a_recall_at_1": round(t2a["R@1"], 4), "t2a_recall_at_5": round(t2a["R@5"], 4),
+           "t2a_recall_at_10": round(t2a["R@10"], 4), "a2t_recall_at_1": round(a2t["R@1"], 4),
+           "a2t_recall_at_5": round(a2t["R@5"], 4), "logit_scale": round(model.logit_scale, 2),
+           "load_seconds": round(load_seconds, 3),
+           "eval_seconds": round(clip_seconds + scene_seconds, 1)}
+    print(json.dumps(out))
+    return out
+
+
+if __name__ == "__main__":
+    main()

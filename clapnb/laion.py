@@ -1,0 +1,530 @@
+"""LAION-CLAP (the ``laion-clap`` 1.1.7 package) as a :class:`~clapnb.model.ClapModel`.
+
+:func:`load_laion` downloads a checkpoint (see :data:`CHECKPOINTS`), builds the
+package's own model classes and wraps them in :class:`LaionClap`. Where this
+module departs from ``import laion_clap``, and why:
+
+* **No** ``import laion_clap``. Its ``__init__`` appends its folder to
+  ``sys.path`` (which makes its top-level names ``clap_module``, ``training``
+  and ``evaluate`` importable, next to a top-level ``tests`` package the wheel
+  installs) and downloads three tokenizers from Hugging Face at import time
+  (retrying for minutes offline; with ``HF_HUB_OFFLINE=1`` it silently gets
+  stand-in tokenizers that map every text to the same embedding).
+  :func:`import_clap_module` loads only ``laion_clap/clap_module`` (the model
+  code) and leaves ``sys.path`` alone.
+* The model is built by ``clap_module.create_model``, but its RoBERTa text tower
+  is built from the roberta-base configuration instead of downloading
+  roberta-base's weights: the checkpoint supplies every weight anyway.
+* The tokenizer is transformers' ``RobertaTokenizer("roberta-base")`` from the
+  Hugging Face cache (downloaded once, ~2 MB); a stand-in is refused
+  (:func:`check_roberta_tokenizer`).
+* Checkpoints are read with ``torch.load(weights_only=True)``, allowing only
+  numpy scalar types besides tensors (:func:`read_checkpoint`), and loaded
+  strictly (:func:`load_weights`).
+* Audio is deterministic: clips are cropped from the start (the package crops
+  long clips at random) and :meth:`LaionClap.encode_spectrogram` starts from the
+  linear STFT magnitude, so that LMAC-ZS can mask it.
+
+Without a checkpoint, :func:`random_laion` builds a randomly initialised model
+of the real audio architecture, offline; tests use it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import importlib.util
+import sys
+import warnings
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.request import Request, urlopen
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clapnb.model import AudioEncoding, ClapModel, StftConfig, default_device, offline
+
+#: where the checkpoints live (the LAION-CLAP authors' Hugging Face repository)
+BASE_URL = "https://huggingface.co/lukewys/laion_clap/resolve/main/"
+DEFAULT_CHECKPOINT = "laion/630k-audioset"
+#: what the wrapper does to audio before the model; part of every cache key
+PREPROCESSING = "48kHz-mono-10s-crop-start-repeatpad-stft1024-hop480-mel64-v1"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One LAION-CLAP checkpoint file.
+
+    file: its name in the Hugging Face repository.
+    amodel: audio encoder, ``"HTSAT-tiny"`` or ``"HTSAT-base"`` (text: RoBERTa-base).
+    fusion: trained with feature fusion (``aff_2d``) for clips longer than 10 s.
+    size: bytes, where known (checked after the download and by :func:`checkpoint_cached`).
+    sha256: hex digest, where known (checked after the download).
+    about: what it was trained on.
+    """
+
+    file: str
+    amodel: str
+    fusion: bool
+    size: int | None
+    sha256: str | None
+    about: str
+
+    @property
+    def url(self) -> str:
+        return BASE_URL + self.file
+
+
+#: name -> checkpoint. Sizes and digests are those of the Hugging Face LFS records;
+#: None where no record could be found (the download then checks nothing, and the
+#: strict weight loading is what catches a wrong file).
+CHECKPOINTS: dict[str, Checkpoint] = {
+    "laion/630k-audioset": Checkpoint(
+        "630k-audioset-best.pt", "HTSAT-tiny", False, 1_863_587_645,
+        "8053c9775516af2f4902e1e8281e356cc1bf7a85e8b761908170767b77c3f037",
+        "LAION-Audio-630K + AudioSet; general sounds up to 10 s (the default)"),
+    "laion/630k": Checkpoint(
+        "630k-best.pt", "HTSAT-tiny", False, None,
+        "e02951eae3c9955db546c50086059e6457188ec39446858f2bddbcb4b56b1cb3",
+        "LAION-Audio-630K; general sounds up to 10 s"),
+    "laion/630k-audioset-fusion": Checkpoint(
+        "630k-audioset-fusion-best.pt", "HTSAT-tiny", True, 1_863_889_051,
+        "fb171dd9b608aebdac3d89286cd7615c5100af4cc7dc37797c7fb8d3cc15e3a5",
+        "LAION-Audio-630K + AudioSet, feature fusion (clapnb feeds it the first 10 s)"),
+    "laion/630k-fusion": Checkpoint(
+        "630k-fusion-best.pt", "HTSAT-tiny", True, None, None,
+        "LAION-Audio-630K, feature fusion (clapnb feeds it the first 10 s)"),
+    "laion/music_audioset": Checkpoint(
+        "music_audioset_epoch_15_esc_90.14.pt", "HTSAT-base", False, 2_352_471_003,
+        "fae3e9c087f2909c28a09dc31c8dfcdacbc42ba44c70e972b58c1bd1caf6dedd",
+        "music + AudioSet + LAION-Audio-630K"),
+    "laion/music_speech": Checkpoint(
+        "music_speech_epoch_15_esc_89.25.pt", "HTSAT-base", False, 2_352_471_003,
+        "a27dfbd00d96781020d83044136f084343edab799d2657ef3cfe5c4f2222bb28",
+        "music + speech + LAION-Audio-630K"),
+    "laion/music_speech_audioset": Checkpoint(
+        "music_speech_audioset_epoch_15_esc_89.98.pt", "HTSAT-base", False, 2_352_471_003,
+        "51c68f12f9d7ea25fdaaccf741ec7f81e93ee594455410f3bca4f47f88d8e006",
+        "music + speech + AudioSet + LAION-Audio-630K"),
+}
+
+#: roberta-base's config.json: the text tower of every checkpoint above
+ROBERTA_BASE: dict[str, Any] = dict(
+    vocab_size=50265, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+    intermediate_size=3072, hidden_act="gelu", hidden_dropout_prob=0.1,
+    attention_probs_dropout_prob=0.1, max_position_embeddings=514, type_vocab_size=1,
+    initializer_range=0.02, layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2)
+#: a one-layer RoBERTa of the same width (the text projection expects 768), for random models
+ROBERTA_TINY: dict[str, Any] = {**ROBERTA_BASE, "vocab_size": 1000, "num_hidden_layers": 1,
+                                "intermediate_size": 64, "max_position_embeddings": 80}
+#: the tokenizer of the text tower, and how the package calls it
+TOKENIZER_NAME = "roberta-base"
+TEXT_LENGTH = 77
+#: a sentence and its ids in the real roberta-base (the example in transformers' RobertaTokenizer docs)
+TOKENIZER_PROBE = ("Hello world", [0, 31414, 232, 2])
+
+_USER_AGENT = "clapnb/0.1 (Python urllib)"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file cannot be read or does not fit the model; the message says why."""
+
+
+class TokenizerError(RuntimeError):
+    """The roberta-base tokenizer is missing or is a stand-in; the message says how to fix it."""
+
+
+# ---------------------------------------------------------------------------------
+# The package's model code, imported without laion_clap/__init__.py
+# ---------------------------------------------------------------------------------
+def import_clap_module() -> ModuleType:
+    """``laion_clap.clap_module`` (the model code), without running ``laion_clap/__init__.py``.
+
+    Registers it in ``sys.modules`` under its own name; ``sys.path`` is not
+    touched. Where torchvision is missing, stand-ins are used during the import
+    (:mod:`clapnb._torchvision_shim`).
+    """
+    name = "laion_clap.clap_module"
+    if name in sys.modules:
+        return sys.modules[name]
+    package = importlib.util.find_spec("laion_clap")  # finds the folder, runs nothing
+    if package is None or not package.submodule_search_locations:
+        raise ImportError("laion-clap is not installed: pip install laion-clap==1.1.7")
+    folder = Path(next(iter(package.submodule_search_locations))) / "clap_module"
+    spec = importlib.util.spec_from_file_location(
+        name, folder / "__init__.py", submodule_search_locations=[str(folder)])
+    module = importlib.util.module_from_spec(spec)
+    # what clap_module imports from transformers, imported (and transformers' cached
+    # "is torchvision there?" answered) before any torchvision stand-in exists
+    from transformers import BartModel, BertModel, RobertaModel  # noqa: F401
+    from transformers.utils import is_torchvision_available
+    is_torchvision_available()
+    from clapnb._torchvision_shim import torchvision_stand_in
+    sys.modules[name] = module
+    try:
+        with torchvision_stand_in():
+            spec.loader.exec_module(module)
+    except BaseException:
+        for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+            del sys.modules[key]
+        raise
+    return module
+
+
+@contextmanager
+def _roberta_from_config(config: dict[str, Any]) -> Iterator[None]:
+    """While the CLAP is built, ``RobertaModel.from_pretrained("roberta-base")`` in
+    ``clap_module.model`` builds the architecture from ``config`` instead of
+    downloading ~500 MB of weights that the checkpoint replaces anyway."""
+    from transformers import RobertaConfig, RobertaModel
+    model_code = sys.modules["laion_clap.clap_module.model"]
+
+    class FromConfig:
+        @staticmethod
+        def from_pretrained(name: str, *args, **kwargs) -> RobertaModel:
+            if name != "roberta-base":
+                raise ValueError(f"expected the roberta-base text tower, not {name!r}")
+            return RobertaModel(RobertaConfig(**config))
+
+    original = model_code.RobertaModel
+    model_code.RobertaModel = FromConfig
+    try:
+        yield
+    finally:
+        model_code.RobertaModel = original
+
+
+def build_clap(amodel: str = "HTSAT-tiny", fusion: bool = False,
+               roberta: dict[str, Any] | None = None) -> nn.Module:
+    """The package's ``CLAP`` module, randomly initialised, in eval mode, on the CPU.
+
+    Args:
+        amodel: audio encoder config, ``"HTSAT-tiny"`` or ``"HTSAT-base"``.
+        fusion: build the feature-fusion variant (``aff_2d``) of the fusion checkpoints.
+        roberta: RoBERTa configuration of the text tower (default :data:`ROBERTA_BASE`).
+    """
+    clap_module = import_clap_module()
+    with _roberta_from_config(roberta or ROBERTA_BASE), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "torch.meshgrid", UserWarning)  # in the package's HTSAT
+        module, _ = clap_module.create_model(amodel, "roberta", enable_fusion=fusion,
+                                             fusion_type="aff_2d" if fusion else "None")
+    return module.eval()
+
+
+# ---------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------
+def _checkpoint(name: str) -> Checkpoint:
+    if name not in CHECKPOINTS:
+        raise ValueError(f"unknown LAION-CLAP checkpoint {name!r}; valid names: "
+                         f"{', '.join(CHECKPOINTS)}")
+    return CHECKPOINTS[name]
+
+
+def checkpoint_path(name: str) -> Path:
+    """Where checkpoint ``name`` is (or will be) cached."""
+    from clapnb.cache import cache_dir
+    return cache_dir("checkpoints") / _checkpoint(name).file
+
+
+def checkpoint_cached(name: str) -> bool:
+    """True when checkpoint ``name`` is in the cache with the right size (where known)."""
+    spec, path = _checkpoint(name), checkpoint_path(name)
+    return path.is_file() and (spec.size is None or path.stat().st_size == spec.size)
+
+
+def checkpoint_reachable(name: str, timeout: float = 3.0) -> bool:
+    """True when the server answers a HEAD request for checkpoint ``name`` within
+    ``timeout`` seconds; False at once when ``clapnb.model.offline()``."""
+    url = _checkpoint(name).url
+    if offline():
+        return False
+    try:
+        request = Request(url, method="HEAD", headers={"User-Agent": _USER_AGENT})
+        with urlopen(request, timeout=timeout) as response:
+            return response.status < 400
+    except (OSError, http.client.HTTPException, ValueError):  # URLError, HTTPError, timeouts
+        return False
+
+
+def fetch_checkpoint(name: str) -> Path:
+    """The cached checkpoint file, downloaded (and verified) first if needed."""
+    from clapnb.download import download_file
+    spec, path = _checkpoint(name), checkpoint_path(name)
+    if not checkpoint_cached(name):
+        download_file(spec.url, path, sha256=spec.sha256, size=spec.size, desc=spec.file)
+    return path
+
+
+def _numpy_scalar_types() -> list:
+    """What unpickling numpy scalars needs: numpy's scalar constructor (under its
+    numpy 1 and numpy 2 names), ``np.dtype`` and the plain numeric dtype classes."""
+    try:
+        from numpy._core.multiarray import scalar  # numpy >= 2
+    except ImportError:
+        from numpy.core.multiarray import scalar  # numpy 1.x
+    kinds = (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
+             np.uint64, np.float16, np.float32, np.float64)
+    return [scalar, (scalar, "numpy.core.multiarray.scalar"),
+            (scalar, "numpy._core.multiarray.scalar"), np.dtype,
+            *{type(np.dtype(k)) for k in kinds}]
+
+
+def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """The model weights in a LAION-CLAP checkpoint file, keyed as the model expects.
+
+    Reads with ``torch.load(weights_only=True)``: tensors and plain containers,
+    plus numpy scalars (the files hold a few, e.g. training metrics); anything
+    else is refused. Takes ``state_dict`` when the file holds a training
+    checkpoint, strips the ``module.`` prefix of distributed training and drops
+    ``text_branch.embeddings.position_ids`` (a buffer that newer transformers no
+    longer saves).
+    """
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals(_numpy_scalar_types()):
+            content = torch.load(path, map_location="cpu", weights_only=True,
+                                 mmap=zipfile.is_zipfile(path))  # mmap: the optimiser state stays on disk
+    except Exception as e:
+        try:
+            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:
+            unsafe = []
+        why = (f"it holds Python objects other than weights ({', '.join(unsafe)}), which clapnb "
+               "does not unpickle; is it a LAION-CLAP checkpoint?" if unsafe else
+               f"it is unreadable ({e}); delete it and call again to download it afresh")
+        raise CheckpointError(f"cannot load {path}: {why}") from e
+    state = content.get("state_dict", content) if isinstance(content, dict) else content
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} holds no state dict of tensors; is it a LAION-CLAP checkpoint?")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state.pop("text_branch.embeddings.position_ids", None)
+    return state
+
+
+def load_weights(module: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """``module.load_state_dict(state)``, strictly, with a readable error for any mismatch."""
+    expected = module.state_dict()
+    missing = sorted(expected.keys() - state.keys())
+    unexpected = sorted(state.keys() - expected.keys())
+    reshaped = sorted(f"{k} {tuple(state[k].shape)} (model: {tuple(expected[k].shape)})"
+                      for k in expected.keys() & state.keys() if state[k].shape != expected[k].shape)
+    problems = [f"{len(keys)} {what}: {', '.join(keys[:6])}{', ...' if len(keys) > 6 else ''}"
+                for what, keys in (("missing", missing), ("unexpected", unexpected),
+                                   ("with another shape", reshaped)) if keys]
+    if problems:
+        raise CheckpointError(f"{source} does not fit the model ({'; '.join(problems)}). Is it a "
+                              "checkpoint of this architecture (HTSAT-tiny/base, fusion or not)?")
+    module.load_state_dict(state, strict=True)
+
+
+# ---------------------------------------------------------------------------------
+# Tokenizer
+# ---------------------------------------------------------------------------------
+def check_roberta_tokenizer(tokenizer: Callable) -> None:
+    """Refuse anything but the real roberta-base tokenizer (vocabulary size and the
+    ids of :data:`TOKENIZER_PROBE`): a stand-in would give every text the same embedding."""
+    text, expected = TOKENIZER_PROBE
+    size, ids = len(tokenizer), list(tokenizer(text)["input_ids"])
+    if size != ROBERTA_BASE["vocab_size"] or ids != expected:
+        raise TokenizerError(
+            f"the tokenizer loaded as {TOKENIZER_NAME!r} is not the real one: its vocabulary has "
+            f"{size:,} tokens (expected {ROBERTA_BASE['vocab_size']:,}) and it turns {text!r} "
+            f"into {ids} (expected {expected}). transformers returns such a stand-in when "
+            f"{TOKENIZER_NAME} is not in the Hugging Face cache and downloads are off "
+            "(HF_HUB_OFFLINE=1, CLAPNB_OFFLINE=1); every text would get the same embedding. "
+            "Fix: run once with network access (HF_HUB_OFFLINE unset) to cache it (~2 MB), "
+            "or use the offline model: load_model('tiny').")
+
+
+def load_roberta_tokenizer():
+    """transformers' ``RobertaTokenizer`` for roberta-base, checked.
+
+    Tries the Hugging Face cache first (no network); otherwise downloads it,
+    unless ``clapnb.model.offline()``. Raises :class:`TokenizerError`.
+    """
+    from transformers import RobertaTokenizer
+    try:
+        tokenizer = RobertaTokenizer.from_pretrained(TOKENIZER_NAME, local_files_only=True)
+        check_roberta_tokenizer(tokenizer)
+        return tokenizer
+    except (OSError, TokenizerError):
+        if offline():
+            raise
+    try:
+        tokenizer = RobertaTokenizer.from_pretrained(TOKENIZER_NAME)
+    except OSError as e:
+        raise TokenizerError(f"could not download the {TOKENIZER_NAME} tokenizer ({e}); check "
+                             "the connection, or use the offline model: load_model('tiny')") from e
+    check_roberta_tokenizer(tokenizer)
+    return tokenizer
+
+
+# ---------------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------------
+def htk_mel_filters(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> torch.Tensor:
+    """``(n_fft // 2 + 1, n_mels)`` triangular HTK-mel filters, not normalised: the
+    defaults of torchaudio's MelSpectrogram, which the package's fusion front end
+    (``training/data.py: get_mel``) uses. The non-fusion front end uses the
+    slaney filters of torchlibrosa's LogmelFilterBank instead."""
+    import librosa
+    filters = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin,
+                                  fmax=fmax, htk=True, norm=None)
+    return torch.from_numpy(np.ascontiguousarray(filters.T, dtype=np.float32))
+
+
+class LaionClap(ClapModel):
+    """A LAION-CLAP model (the package's ``CLAP`` module) behind the clapnb interface.
+
+    Args:
+        module: a ``CLAP`` from :func:`build_clap` (weights loaded, or random).
+        tokenizer: the roberta-base tokenizer (:func:`load_roberta_tokenizer`), or
+            None for a model without text (``embed_text`` then raises).
+        name: registry name, e.g. ``"laion/630k-audioset"``.
+        cache_key: changes whenever the embeddings would (see :func:`load_laion`).
+
+    The model is frozen: its parameters need no gradient and it stays in eval
+    mode (``.train()`` does not switch on dropout or batch-norm updates);
+    gradients still flow to the input of :meth:`encode_spectrogram`.
+    """
+
+    kind = "laion"
+    sample_rate = 48_000
+    clip_samples = 480_000
+    embed_dim = 512
+    stft_config = StftConfig(n_fft=1024, hop_length=480, win_length=1024)
+
+    def __init__(self, module: nn.Module, tokenizer: Callable | None, name: str, cache_key: str):
+        super().__init__()
+        cfg = module.audio_cfg
+        theirs = (cfg.sample_rate, cfg.clip_samples, cfg.window_size, cfg.hop_size, cfg.mel_bins)
+        ours = (self.sample_rate, self.clip_samples, self.stft_config.n_fft,
+                self.stft_config.hop_length, 64)
+        if theirs != ours:
+            raise ValueError(f"this CLAP's audio config (rate, samples, n_fft, hop, mels) = {theirs}; "
+                             f"LaionClap supports {ours}")
+        if tokenizer is not None and module.text_branch_type != "roberta":
+            raise ValueError(f"a tokenizer needs a RoBERTa text tower, not {module.text_branch_type!r}")
+        branch = module.audio_branch
+        self.fusion = bool(branch.enable_fusion)
+        if self.fusion and branch.fusion_type not in ("aff_2d", "daf_2d", "iaff_2d"):
+            raise ValueError(f"fusion type {branch.fusion_type!r} is not supported")
+        self.clap = module.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.name = name
+        self.cache_key = cache_key
+        htk = htk_mel_filters(cfg.sample_rate, cfg.window_size, cfg.mel_bins, cfg.fmin, cfg.fmax)
+        self.register_buffer("htk_filters", htk if self.fusion else None, persistent=False)
+
+    def train(self, mode: bool = True) -> "LaionClap":
+        super().train(mode)
+        self.clap.eval()  # frozen: see the class docstring
+        return self
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.clap.logit_scale_a.exp())
+
+    def mel_filters(self) -> torch.Tensor:
+        """``(513, 64)`` mel filterbank of the package's front end for this model."""
+        return self.htk_filters if self.fusion else self.clap.audio_branch.logmel_extractor.melW
+
+    def encode_spectrogram(self, magnitude: torch.Tensor) -> AudioEncoding:
+        """Differentiable: linear STFT magnitude ``(N, 513, 1001)`` -> embedding and features.
+
+        The package's own path from the power spectrogram on: power -> mel (its
+        filterbank) -> 10 log10 (dB) -> per-band batch norm -> the 256 x 256 image
+        HTSAT reads (``reshape_wav2img``: 1001 frames stretched to 1024, cut into 4
+        chunks stacked along frequency) -> patch embedding -> 4 Swin stages ->
+        layer norm -> mean over positions -> audio projection -> L2 norm.
+
+        ``features`` are 5 maps ``(N, C, F', T')``, folded back from the image
+        layout to frequency (low to high, each row 64 / F' mel bands) by time
+        (the 10-s window, T' equal steps): the patch embedding and the output of
+        each Swin stage before its patch merging. HTSAT-tiny: C = 96, 96, 192,
+        384, 768 on F' x T' = 16 x 256, 16 x 256, 8 x 128, 4 x 64, 2 x 32;
+        HTSAT-base: C = 128, 128, 256, 512, 1024 on the same grids.
+        """
+        n_frames = self.stft_config.n_frames(self.clip_samples)
+        if magnitude.is_complex() or magnitude.ndim != 3 or \
+                tuple(magnitude.shape[1:]) != (self.stft_config.n_freq, n_frames):
+            raise ValueError(f"expected a real (N, {self.stft_config.n_freq}, {n_frames}) linear "
+                             f"magnitude of 10-s clips, got {tuple(magnitude.shape)} "
+                             f"{magnitude.dtype}; use model.spectrogram(audio).abs()")
+        branch = self.clap.audio_branch
+        filters = self.mel_filters()
+        power = magnitude.to(filters.dtype) ** 2
+        x = branch.logmel_extractor.power_to_db(power.transpose(1, 2) @ filters)[:, None]
+        x = branch.bn0(x.transpose(1, 3)).transpose(1, 3)  # (N, 1, T, 64)
+        x = branch.reshape_wav2img(x)  # (N, 1, 256, 256)
+        tokens = branch.patch_embed(x, longer_idx=[])  # (N, L, C); fusion: the global view only
+        if branch.ape:
+            tokens = tokens + branch.absolute_pos_embed
+        tokens = branch.pos_drop(tokens)
+        features = [self._fold(tokens, branch.patch_embed.grid_size)]
+        for layer in branch.layers:
+            for block in layer.blocks:
+                tokens, _ = block(tokens)
+            features.append(self._fold(tokens, layer.input_resolution))
+            if layer.downsample is not None:
+                tokens = layer.downsample(tokens)
+        pooled = branch.norm(tokens).mean(dim=1)  # HTSAT's "embedding" output
+        embedding = F.normalize(self.clap.audio_projection(pooled), dim=-1)
+        return AudioEncoding(embedding=embedding, features=features)
+
+    def _fold(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """``(N, H*W, C)`` tokens on HTSAT's image grid -> ``(N, C, H/r, r*W)`` frequency x
+        time map, undoing ``reshape_wav2img``'s r = 4 time chunks stacked along frequency."""
+        n, _, c = tokens.shape
+        h, w = grid
+        r = self.clap.audio_branch.freq_ratio
+        x = tokens.transpose(1, 2).reshape(n, c, r, h // r, w)
+        return x.permute(0, 1, 3, 2, 4).reshape(n, c, h // r, r * w)
+
+    def _encode_text(self, texts: list[str]) -> torch.Tensor:
+        if self.tokenizer is None:
+            raise RuntimeError(f"{self.name} has no tokenizer loaded (a model built without a "
+                               "checkpoint), so it cannot embed text; load one with "
+                               "load_model('laion/...') or clapnb.laion.load_laion()")
+        tokens = self.tokenizer(texts, padding="max_length", truncation=True,
+                                max_length=TEXT_LENGTH, return_tensors="pt")
+        return self.clap.get_text_embedding({k: tokens[k] for k in ("input_ids", "attention_mask")})
+
+
+def load_laion(name: str = DEFAULT_CHECKPOINT, device: str | torch.device | None = None) -> LaionClap:
+    """Load LAION-CLAP checkpoint ``name`` (see :data:`CHECKPOINTS`), downloading it if needed.
+
+    The tokenizer is loaded first (cheap, and a missing one fails before a
+    ~2 GB download). The cache key names the file, its size and digest, and
+    :data:`PREPROCESSING`. ``device=None`` means CUDA when available, else CPU.
+    """
+    spec = _checkpoint(name)
+    tokenizer = load_roberta_tokenizer()
+    path = fetch_checkpoint(name)
+    module = build_clap(spec.amodel, spec.fusion)
+    load_weights(module, read_checkpoint(path), source=str(path))
+    cache_key = "|".join([name, spec.file, f"{path.stat().st_size}B",
+                          spec.sha256 or "sha256-unknown", PREPROCESSING])
+    return LaionClap(module, tokenizer, name=name, cache_key=cache_key).to(default_device(device))
+
+
+def random_laion(amodel: str = "HTSAT-tiny", fusion: bool = False, seed: int = 0,
+                 device: str | torch.device | None = "cpu") -> LaionClap:
+    """A randomly initialised LAION-CLAP of the real audio architecture, built offline
+    (no checkpoint, no tokenizer: ``embed_text`` raises); its text tower is a
+    one-layer RoBERTa (:data:`ROBERTA_TINY`). For tests and for trying the
+    LMAC-ZS machinery without a download."""
+    with torch.random.fork_rng(devices=[]):  # leaves the global random state alone
+        torch.manual_seed(seed)
+        module = build_clap(amodel, fusion, roberta=ROBERTA_TINY)
+    name = f"laion/random-{amodel}{'-fusion' if fusion else ''}"
+    return LaionClap(module, None, name=name,
+                     cache_key=f"{name}|seed={seed}|{PREPROCESSING}").to(default_device(device))

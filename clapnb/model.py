@@ -1,0 +1,261 @@
+"""One interface for every CLAP model the course uses, and ``load_model`` to pick one.
+
+A :class:`ClapModel` maps audio and text into one embedding space:
+
+* ``embed_audio(waveforms) -> (N, D)`` and ``embed_text(texts) -> (N, D)``,
+  unit-norm float32, on ``model.device``;
+* ``logit_scale``: the learned temperature; ``logit_scale * a @ t.T`` are the
+  logits of zero-shot classification;
+* what LMAC-ZS needs: the model's own STFT (:class:`StftConfig`), a
+  differentiable ``embed_from_spectrogram(magnitude)`` that re-encodes a (masked)
+  linear-magnitude STFT, and ``encode_spectrogram`` which also returns the
+  encoder's intermediate features for a decoder.
+
+``embed_audio(x)`` is *defined* as ``embed_from_spectrogram(|stft(x)|)``, so the
+two always agree; each backend's tests check that this path reproduces the
+original model's own front end.
+
+Backends: ``"tiny"`` (TinyCLAP, trained by this project on its synthetic sound
+world; see :mod:`clapnb.tiny`) and ``"laion/..."`` (LAION-CLAP checkpoints; see
+:mod:`clapnb.laion`). ``"auto"`` picks LAION-CLAP when its checkpoint is cached
+or can be downloaded, otherwise TinyCLAP, and prints a banner saying which and why.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from clapnb.audio import AudioInput, prepare_waveforms
+
+#: environment variable that overrides the model name given to ``load_model``
+MODEL_ENV = "CLAPNB_MODEL"
+#: set to 1 to forbid every network access (CI sets it): ``"auto"`` then means ``"tiny"``
+OFFLINE_ENV = "CLAPNB_OFFLINE"
+
+
+def offline() -> bool:
+    """True when ``CLAPNB_OFFLINE`` is set to 1/true/yes."""
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes"}
+
+
+def default_device(device: str | torch.device | None = None) -> torch.device:
+    """``None`` means CUDA when available, else CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass(frozen=True)
+class StftConfig:
+    """A model's short-time Fourier transform (Hann window, centred, reflect padding).
+
+    Spectrograms are complex tensors ``(N, n_fft // 2 + 1, frames)``; a clip of
+    S samples has ``1 + S // hop_length`` frames.
+    """
+
+    n_fft: int
+    hop_length: int
+    win_length: int
+
+    @property
+    def n_freq(self) -> int:
+        return self.n_fft // 2 + 1
+
+    def n_frames(self, n_samples: int) -> int:
+        return 1 + n_samples // self.hop_length
+
+    def _window(self, device: torch.device) -> torch.Tensor:
+        return torch.hann_window(self.win_length, device=device)
+
+    def stft(self, waveforms: torch.Tensor) -> torch.Tensor:
+        """``(N, S)`` float -> ``(N, F, T)`` complex."""
+        return torch.stft(waveforms, self.n_fft, self.hop_length, self.win_length,
+                          window=self._window(waveforms.device), center=True,
+                          pad_mode="reflect", return_complex=True)
+
+    def istft(self, spec: torch.Tensor, length: int) -> torch.Tensor:
+        """``(N, F, T)`` complex -> ``(N, length)`` float (inverse of :meth:`stft`)."""
+        return torch.istft(spec, self.n_fft, self.hop_length, self.win_length,
+                           window=self._window(spec.device), center=True, length=length)
+
+
+@dataclass
+class AudioEncoding:
+    """What the audio encoder computes from a spectrogram.
+
+    embedding: ``(N, D)`` unit-norm audio embeddings.
+    features: intermediate encoder outputs, shallow to deep, each ``(N, C, ...)``:
+        the input a LMAC-ZS decoder is built on.
+    """
+
+    embedding: torch.Tensor
+    features: list[torch.Tensor]
+
+
+class ClapModel(nn.Module):
+    """Base class of the backends; subclasses set the attributes and implement
+    :meth:`encode_spectrogram`, :meth:`_encode_text` and :attr:`logit_scale`.
+
+    Attributes:
+        name: registry name (``"tiny"``, ``"laion/630k-audioset"``, ...).
+        kind: ``"tiny"`` (offline) or ``"laion"`` (real LAION-CLAP).
+        cache_key: string that changes whenever the embeddings would (model,
+            checkpoint digest, preprocessing); used by the embedding cache.
+        sample_rate: Hz of the audio the model takes.
+        clip_samples: fixed input window in samples (shorter clips are
+            repeat-padded, longer ones cropped from the start).
+        embed_dim: D, the size of the shared embedding space.
+        stft_config: the model's own STFT.
+    """
+
+    name: str
+    kind: str
+    cache_key: str
+    sample_rate: int
+    clip_samples: int
+    embed_dim: int
+    stft_config: StftConfig
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def logit_scale(self) -> float:
+        """Multiplier turning cosine similarities into zero-shot logits."""
+        raise NotImplementedError
+
+    # -- what a backend implements -------------------------------------------------
+    def encode_spectrogram(self, magnitude: torch.Tensor) -> AudioEncoding:
+        """Differentiable: ``(N, F, T)`` linear STFT magnitude -> embedding and features."""
+        raise NotImplementedError
+
+    def _encode_text(self, texts: list[str]) -> torch.Tensor:
+        """``len(texts)`` strings -> ``(N, D)`` unit-norm embeddings (no grad needed)."""
+        raise NotImplementedError
+
+    # -- the interface every notebook uses -----------------------------------------
+    def prepare(self, waveforms: AudioInput, sample_rate: int | None = None) -> torch.Tensor:
+        """Validate and batch audio: float32 ``(N, clip_samples)`` on ``self.device``."""
+        x = prepare_waveforms(waveforms, self.sample_rate, self.clip_samples, sample_rate)
+        return x.to(self.device)
+
+    def spectrogram(self, waveforms: AudioInput, sample_rate: int | None = None) -> torch.Tensor:
+        """Complex STFT ``(N, F, T)`` of the prepared audio."""
+        return self.stft_config.stft(self.prepare(waveforms, sample_rate))
+
+    def embed_from_spectrogram(self, magnitude: torch.Tensor) -> torch.Tensor:
+        """Differentiable: ``(N, F, T)`` linear magnitude -> ``(N, D)`` unit-norm."""
+        return self.encode_spectrogram(magnitude).embedding
+
+    def embed_audio(self, waveforms: AudioInput, sample_rate: int | None = None,
+                    grad: bool = False, batch_size: int = 32) -> torch.Tensor:
+        """Audio -> ``(N, D)`` unit-norm float32 embeddings on ``self.device``.
+
+        Runs under ``torch.no_grad()`` unless ``grad=True``.
+        """
+        x = self.prepare(waveforms, sample_rate)
+        with torch.set_grad_enabled(grad):
+            parts = [self.embed_from_spectrogram(self.stft_config.stft(x[i:i + batch_size]).abs())
+                     for i in range(0, len(x), batch_size)]
+        return torch.cat(parts).float()
+
+    def embed_text(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+        """Strings -> ``(N, D)`` unit-norm float32 embeddings on ``self.device``."""
+        texts = check_texts(texts)
+        with torch.no_grad():
+            parts = [self._encode_text(texts[i:i + batch_size])
+                     for i in range(0, len(texts), batch_size)]
+        return torch.cat(parts).float()
+
+    def unknown_words(self, texts: Sequence[str]) -> list[str]:
+        """Words of ``texts`` the text encoder never saw in training (their embeddings
+        carry no learned meaning). Sub-word tokenizers (LAION-CLAP) know every word."""
+        return []
+
+    def describe(self) -> str:
+        """One line: name, rate, window, embedding size."""
+        return (f"{self.name} ({self.kind}): {self.sample_rate} Hz, "
+                f"{self.clip_samples / self.sample_rate:g} s window, {self.embed_dim}-d embeddings")
+
+
+def check_texts(texts: Sequence[str]) -> list[str]:
+    """Refuse a bare string, an empty list and empty prompts, with a clear message."""
+    if isinstance(texts, str):
+        raise TypeError("embed_text takes a list of strings; wrap a single prompt as [prompt]")
+    texts = list(texts)
+    if not texts:
+        raise ValueError("no texts given: pass a non-empty list of strings")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"text {i} is {type(t).__name__}, not str")
+        if not t.strip():
+            raise ValueError(f"text {i} is empty; every prompt needs at least one word")
+    return texts
+
+
+# ---------------------------------------------------------------------------------
+# Choosing a model by name
+# ---------------------------------------------------------------------------------
+def model_names() -> list[str]:
+    """Every name ``load_model`` accepts."""
+    from clapnb import laion
+    return ["auto", "tiny", *laion.CHECKPOINTS]
+
+
+def _banner(model: ClapModel, why: str) -> None:
+    mode = "OFFLINE (TinyCLAP, synthetic sound world)" if model.kind == "tiny" else \
+        "ONLINE (LAION-CLAP)"
+    lines = [f"clapnb model: {model.describe()}", f"mode: {mode}", f"why: {why}"]
+    width = max(map(len, lines)) + 2
+    print("+" + "-" * width + "+")
+    for line in lines:
+        print("| " + line.ljust(width - 1) + "|")
+    print("+" + "-" * width + "+")
+
+
+def load_model(name: str | None = None, device: str | torch.device | None = None,
+               verbose: bool = True) -> ClapModel:
+    """Load a CLAP model by name; the ``CLAPNB_MODEL`` environment variable overrides ``name``.
+
+    Args:
+        name: ``"auto"`` (default), ``"tiny"`` or a LAION-CLAP checkpoint name
+            such as ``"laion/630k-audioset"``; :func:`model_names` lists them.
+        device: ``None`` means CUDA when available, else CPU.
+        verbose: print the banner saying which model is active and why.
+    """
+    env = os.environ.get(MODEL_ENV)
+    requested = env or name or "auto"
+    why = f"{MODEL_ENV}={env}" if env else f"load_model({requested!r})"
+    device = default_device(device)
+    if requested == "auto":
+        requested, why = _resolve_auto()
+    if requested == "tiny":
+        from clapnb.tiny import load_tiny
+        model = load_tiny(device)
+    else:
+        from clapnb import laion
+        if requested not in laion.CHECKPOINTS:
+            raise ValueError(f"unknown model {requested!r}; valid names: {', '.join(model_names())}")
+        model = laion.load_laion(requested, device)
+    if verbose:
+        _banner(model, why)
+    return model
+
+
+def _resolve_auto() -> tuple[str, str]:
+    """Decide what ``"auto"`` means here and now: (model name, reason)."""
+    from clapnb import laion
+    if offline():
+        return "tiny", f"{OFFLINE_ENV}=1 (no network use allowed)"
+    name = laion.DEFAULT_CHECKPOINT
+    if laion.checkpoint_cached(name):
+        return name, "LAION-CLAP checkpoint found in the cache"
+    if laion.checkpoint_reachable(name):
+        return name, "LAION-CLAP checkpoint can be downloaded"
+    return "tiny", "no LAION-CLAP checkpoint cached and none could be reached (offline?)"

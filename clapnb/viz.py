@@ -1,0 +1,96 @@
+"""Plots and audio players for the notebooks: the one place that draws or plays.
+
+Functions take numpy/torch arrays and a matplotlib ``Axes`` (or create one) and
+return what they drew, so a notebook cell stays one line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+
+def _np(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def audio_player(waveform, sample_rate: int, normalize: bool = True):
+    """An inline player (``IPython.display.Audio``) for a mono ``(S,)`` waveform."""
+    from IPython.display import Audio
+    x = _np(waveform).astype(np.float32).reshape(-1)
+    if not normalize and np.abs(x).max() > 1:
+        x = x / np.abs(x).max()
+    return Audio(x, rate=sample_rate, normalize=normalize)
+
+
+def players(waveforms: Sequence, sample_rate: int, titles: Sequence[str]):
+    """A row of labelled audio players (ipywidgets) for comparing clips side by side."""
+    import ipywidgets as widgets
+    boxes = []
+    for w, title in zip(waveforms, titles):
+        out = widgets.Output()
+        with out:
+            from IPython.display import display
+            display(audio_player(w, sample_rate))
+        boxes.append(widgets.VBox([widgets.HTML(f"<b>{title}</b>"), out]))
+    return widgets.HBox(boxes)
+
+
+def spectrogram_db(magnitude, floor_db: float = -80.0) -> np.ndarray:
+    """Linear magnitude ``(F, T)`` -> decibels relative to the maximum, floored."""
+    m = _np(magnitude)
+    db = 20 * np.log10(np.maximum(m, 1e-10) / max(m.max(), 1e-10))
+    return np.maximum(db, floor_db)
+
+
+def plot_spectrogram(magnitude, sample_rate: int, hop_length: int, ax=None, title: str = "",
+                     mask=None, mask_alpha: float = 0.5):
+    """Show a linear-magnitude STFT ``(F, T)`` in dB; optionally overlay a mask in [0, 1]."""
+    ax = ax or plt.gca()
+    m = _np(magnitude)
+    extent = [0, m.shape[1] * hop_length / sample_rate, 0, sample_rate / 2000]
+    ax.imshow(spectrogram_db(m), origin="lower", aspect="auto", extent=extent, cmap="magma")
+    if mask is not None:
+        ax.imshow(_np(mask), origin="lower", aspect="auto", extent=extent, cmap="Greens",
+                  alpha=mask_alpha, vmin=0, vmax=1)
+    ax.set(xlabel="time (s)", ylabel="frequency (kHz)", title=title)
+    return ax
+
+
+def plot_confusion(labels, predictions, class_names: Sequence[str], ax=None, title: str = ""):
+    """Row-normalised confusion matrix as a seaborn heatmap."""
+    import seaborn as sns
+    from sklearn.metrics import confusion_matrix
+    n = len(class_names)
+    cm = confusion_matrix(labels, predictions, labels=range(n), normalize="true")
+    ax = ax or plt.gca()
+    sns.heatmap(cm, ax=ax, xticklabels=class_names, yticklabels=class_names, cmap="Blues",
+                vmin=0, vmax=1, square=True, cbar_kws={"label": "share of true class"})
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    return ax
+
+
+def plot_modality_gap(audio_emb, text_emb, ax=None, audio_labels=None, title: str = ""):
+    """2-D PCA of audio and text embeddings together: the two clouds show the modality gap."""
+    from sklearn.decomposition import PCA
+    a, t = _np(audio_emb), _np(text_emb)
+    xy = PCA(n_components=2, random_state=0).fit_transform(np.concatenate([a, t]))
+    ax = ax or plt.gca()
+    ax.scatter(*xy[:len(a)].T, s=12, alpha=0.6, c=audio_labels, cmap="tab20", label="audio")
+    ax.scatter(*xy[len(a):].T, s=60, marker="*", color="black", label="text prompts")
+    ax.set(xlabel="PC 1", ylabel="PC 2", title=title)
+    ax.legend()
+    return ax
+
+
+def plot_concepts(pairs: Sequence[tuple[str, float]], ax=None, title: str = ""):
+    """Horizontal bar plot of (concept, weight) pairs, largest on top."""
+    ax = ax or plt.gca()
+    words = [w for w, _ in pairs][::-1]
+    weights = [float(v) for _, v in pairs][::-1]
+    ax.barh(words, weights, color="tab:blue")
+    ax.set(xlabel="weight", title=title)
+    return ax

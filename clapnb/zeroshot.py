@@ -1,0 +1,98 @@
+"""Zero-shot classification and retrieval on precomputed embeddings.
+
+Everything here takes unit-norm embeddings (numpy or torch) and returns numpy, so
+the same functions score dense CLAP embeddings and concept reconstructions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+#: the prompt of the concept paper and of LAION-CLAP's ESC-50 evaluation
+PROMPT = "This is a sound of {}."
+
+
+def _np(x: np.ndarray | torch.Tensor) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def class_prompts(class_names: Sequence[str], template: str = PROMPT) -> list[str]:
+    """One prompt per class: ``template.format(name)``."""
+    if "{}" not in template:
+        raise ValueError(f"prompt template {template!r} needs a '{{}}' where the class name goes")
+    return [template.format(name) for name in class_names]
+
+
+def cosine_matrix(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> np.ndarray:
+    """``(N, D) x (M, D) -> (N, M)`` cosine similarities (rows are renormalised)."""
+    a, b = _np(a).astype(np.float32), _np(b).astype(np.float32)
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"embedding sizes differ: {a.shape[1]} vs {b.shape[1]}")
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    return a @ b.T
+
+
+@dataclass
+class ZeroShotResult:
+    """predictions: ``(N,)`` class index; probs: ``(N, C)`` softmax over the class prompts."""
+
+    predictions: np.ndarray
+    probs: np.ndarray
+
+    def accuracy(self, labels: np.ndarray) -> float:
+        return float((self.predictions == np.asarray(labels)).mean())
+
+
+def zero_shot(audio_emb: np.ndarray | torch.Tensor, prompt_emb: np.ndarray | torch.Tensor,
+              logit_scale: float = 100.0) -> ZeroShotResult:
+    """Classify each audio embedding by its most similar prompt embedding."""
+    logits = logit_scale * cosine_matrix(audio_emb, prompt_emb)
+    logits -= logits.max(axis=1, keepdims=True)
+    probs = np.exp(logits)
+    probs /= probs.sum(axis=1, keepdims=True)
+    return ZeroShotResult(predictions=probs.argmax(axis=1), probs=probs)
+
+
+def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, level: float = 0.95,
+                 seed: int = 0) -> tuple[float, float, float]:
+    """Mean of ``values`` (e.g. 0/1 correctness per clip) and its bootstrap interval.
+
+    Returns ``(mean, low, high)``.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        raise ValueError("bootstrap_ci needs at least one value")
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), (n_boot, len(values)))].mean(axis=1)
+    alpha = (1 - level) / 2
+    return float(values.mean()), float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+
+
+def retrieval_metrics(similarity: np.ndarray, relevant: Sequence[Sequence[int]],
+                      ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """Recall@k and mAP@10 of a query -> item similarity matrix.
+
+    Args:
+        similarity: ``(Q, M)`` scores, higher is better.
+        relevant: for each query, the indices of the items that are correct.
+
+    Returns:
+        ``{"R@1": ..., "R@5": ..., "R@10": ..., "mAP@10": ...}`` in [0, 1]. R@k is the
+        share of queries with at least one relevant item in the top k.
+    """
+    similarity = np.asarray(similarity)
+    if len(relevant) != similarity.shape[0]:
+        raise ValueError(f"{similarity.shape[0]} queries but {len(relevant)} relevance lists")
+    order = np.argsort(-similarity, axis=1, kind="stable")[:, :max(max(ks), 10)]
+    hits = np.stack([np.isin(order[q], list(rel)) for q, rel in enumerate(relevant)])
+    out = {f"R@{k}": float(hits[:, :k].any(axis=1).mean()) for k in ks}
+    top10 = hits[:, :10]
+    precision = np.cumsum(top10, axis=1) / np.arange(1, top10.shape[1] + 1)
+    n_rel = np.array([min(len(r), 10) for r in relevant])
+    out["mAP@10"] = float(((precision * top10).sum(axis=1) / np.maximum(n_rel, 1)).mean())
+    return out

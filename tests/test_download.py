@@ -1,0 +1,333 @@
+"""download_file and extract_archive against a loopback HTTP server (no real network)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+from _loopback import LoopbackServer, unused_port
+
+from clapnb import download
+from clapnb.download import (EXTRACTED_MARKER, ArchiveError, DownloadError, download_and_extract,
+                             download_file, extract_archive, file_digest)
+
+PAYLOAD = os.urandom(300_000)  # random bytes: a wrongly joined download cannot match
+
+
+@pytest.fixture
+def loopback():
+    """An HTTP server on 127.0.0.1 serving what the test adds; stopped afterwards."""
+    with LoopbackServer() as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def online(monkeypatch):
+    """The suite runs with CLAPNB_OFFLINE=1; these tests talk to 127.0.0.1 only."""
+    monkeypatch.delenv("CLAPNB_OFFLINE", raising=False)
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def make_zip(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def make_tar(members: list[tarfile.TarInfo], data: dict[str, bytes] | None = None) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for m in members:
+            payload = (data or {}).get(m.name)
+            if payload is not None:
+                m.size = len(payload)
+            tf.addfile(m, io.BytesIO(payload) if payload is not None else None)
+    return buf.getvalue()
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temporary or partial files left in a folder."""
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith((".part", ".tmp")))
+
+
+# ---------------------------------------------------------------------------------
+# download_file
+# ---------------------------------------------------------------------------------
+def test_download_verified_and_atomic(loopback, tmp_path):
+    url = loopback.add("/file.bin", PAYLOAD)
+    dest = tmp_path / "sub" / "file.bin"
+    out = download_file(url, dest, sha256=sha(PAYLOAD), size=len(PAYLOAD), desc="test")
+    assert out == dest and dest.read_bytes() == PAYLOAD
+    assert leftovers(dest.parent) == []
+    # a second call finds the verified file and does not touch the network
+    download_file(url, dest, sha256=sha(PAYLOAD), size=len(PAYLOAD))
+    assert len(loopback.hits("/file.bin")) == 1
+
+
+def test_truncated_transfer_resumes_with_range(loopback, tmp_path):
+    url = loopback.add("/cut.bin", PAYLOAD, truncate=[1000, 50_000])
+    dest = download_file(url, tmp_path / "cut.bin", sha256=sha(PAYLOAD))
+    assert dest.read_bytes() == PAYLOAD
+    assert loopback.hits("/cut.bin") == [None, "bytes=1000-", "bytes=51000-"]
+
+
+def test_server_ignoring_range_restarts_cleanly(loopback, tmp_path):
+    url = loopback.add("/norange.bin", PAYLOAD, honor_range=False, truncate=[70_000])
+    dest = download_file(url, tmp_path / "norange.bin", size=len(PAYLOAD))
+    assert dest.read_bytes() == PAYLOAD  # not the first 70 kB twice
+    assert loopback.hits("/norange.bin") == [None, "bytes=70000-"]
+
+
+def test_resume_from_part_left_by_an_earlier_session(loopback, tmp_path):
+    url = loopback.add("/big.bin", PAYLOAD)
+    (tmp_path / "big.bin.part").write_bytes(PAYLOAD[:123_456])
+    dest = download_file(url, tmp_path / "big.bin", sha256=sha(PAYLOAD), size=len(PAYLOAD))
+    assert dest.read_bytes() == PAYLOAD
+    assert loopback.hits("/big.bin") == ["bytes=123456-"]
+
+
+def test_stale_part_longer_than_file_is_restarted(loopback, tmp_path):
+    url = loopback.add("/small.bin", PAYLOAD[:5000])
+    (tmp_path / "small.bin.part").write_bytes(PAYLOAD[:9000])  # 416 from the server
+    dest = download_file(url, tmp_path / "small.bin")
+    assert dest.read_bytes() == PAYLOAD[:5000]
+    assert loopback.hits("/small.bin") == ["bytes=9000-", None]
+
+
+def test_transfer_that_always_stops_early_gives_a_clear_error(loopback, tmp_path):
+    url = loopback.add("/flaky.bin", PAYLOAD, honor_range=False,
+                       truncate=[10_000] * download.MAX_ATTEMPTS)
+    with pytest.raises(DownloadError, match="stopped early") as err:
+        download_file(url, tmp_path / "flaky.bin")
+    assert url in str(err.value) and "call again" in str(err.value)
+    assert not (tmp_path / "flaky.bin").exists()
+    assert len(loopback.hits("/flaky.bin")) == download.MAX_ATTEMPTS
+
+
+def test_wrong_checksum_deletes_the_file(loopback, tmp_path):
+    url = loopback.add("/bad.bin", PAYLOAD)
+    with pytest.raises(DownloadError, match="SHA256 is") as err:
+        download_file(url, tmp_path / "bad.bin", sha256=sha(b"something else"))
+    assert url in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_wrong_size_deletes_the_file(loopback, tmp_path):
+    url = loopback.add("/short.bin", PAYLOAD)
+    with pytest.raises(DownloadError, match="expected 300,001"):
+        download_file(url, tmp_path / "short.bin", size=len(PAYLOAD) + 1)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_damaged_cached_file_is_downloaded_again(loopback, tmp_path):
+    url = loopback.add("/file.bin", PAYLOAD)
+    dest = tmp_path / "file.bin"
+    dest.write_bytes(b"corrupted")
+    download_file(url, dest, sha256=sha(PAYLOAD))
+    assert dest.read_bytes() == PAYLOAD and len(loopback.hits("/file.bin")) == 1
+
+
+def test_offline_refuses_before_any_request(loopback, tmp_path, monkeypatch):
+    monkeypatch.setenv("CLAPNB_OFFLINE", "1")
+    url = loopback.add("/file.bin", PAYLOAD)
+    with pytest.raises(DownloadError, match="CLAPNB_OFFLINE=1") as err:
+        download_file(url, tmp_path / "file.bin")
+    assert url in str(err.value)
+    assert loopback.requests == [] and list(tmp_path.iterdir()) == []
+
+
+def test_offline_still_returns_an_already_verified_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLAPNB_OFFLINE", "1")
+    dest = tmp_path / "file.bin"
+    dest.write_bytes(PAYLOAD)
+    assert download_file("http://127.0.0.1:9/never", dest, sha256=sha(PAYLOAD)) == dest
+
+
+def test_unreachable_server_names_url_and_fix(tmp_path):
+    url = f"http://127.0.0.1:{unused_port()}/file.bin"
+    with pytest.raises(DownloadError) as err:
+        download_file(url, tmp_path / "file.bin")
+    message = str(err.value)
+    assert url in message and "Colab" in message and "CLAPNB_OFFLINE=1" in message
+
+
+def test_http_error_is_reported(loopback, tmp_path):
+    url = loopback.add("/gone.bin", b"", status=404)
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        download_file(loopback.base_url + "/missing.bin", tmp_path / "x.bin")
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        download_file(url, tmp_path / "gone.bin")
+
+
+def test_file_digest(tmp_path):
+    (tmp_path / "f").write_bytes(PAYLOAD)
+    assert file_digest(tmp_path / "f") == sha(PAYLOAD)
+    assert file_digest(tmp_path / "f", "md5") == hashlib.md5(PAYLOAD).hexdigest()
+
+
+def test_md5_is_checked_too(loopback, tmp_path):
+    url = loopback.add("/file.bin", PAYLOAD)
+    with pytest.raises(DownloadError, match="MD5"):
+        download_file(url, tmp_path / "a.bin", md5=hashlib.md5(b"other").hexdigest())
+    assert list(tmp_path.iterdir()) == []
+    download_file(url, tmp_path / "b.bin", md5=hashlib.md5(PAYLOAD).hexdigest())
+    assert (tmp_path / "b.bin").read_bytes() == PAYLOAD
+
+
+# ---------------------------------------------------------------------------------
+# extract_archive
+# ---------------------------------------------------------------------------------
+FILES = {"top/a.txt": b"alpha", "top/sub/b.bin": os.urandom(2000)}
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != EXTRACTED_MARKER}
+
+
+def test_download_then_extract_zip(loopback, tmp_path):
+    url = loopback.add("/good.zip", make_zip(FILES))
+    archive = download_file(url, tmp_path / "good.zip")
+    target = extract_archive(archive, tmp_path / "out")
+    assert tree(target) == FILES and (target / EXTRACTED_MARKER).is_file()
+    assert leftovers(tmp_path) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["good.zip", "out"]
+
+
+def test_extract_is_idempotent(tmp_path):
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(make_zip(FILES))
+    target = extract_archive(archive, tmp_path / "out")
+    (target / "top" / "a.txt").write_bytes(b"edited")  # a re-extraction would undo this
+    archive.unlink()  # and would need the archive
+    assert extract_archive(archive, target) == target
+    assert (target / "top" / "a.txt").read_bytes() == b"edited"
+
+
+def test_extract_tar_gz(tmp_path):
+    members = [tarfile.TarInfo(name) for name in FILES]
+    link = tarfile.TarInfo("top/link.txt")
+    link.type, link.linkname = tarfile.SYMTYPE, "a.txt"  # stays inside: allowed
+    archive = tmp_path / "a.tar.gz"
+    archive.write_bytes(make_tar(members + [link], FILES))
+    target = extract_archive(archive, tmp_path / "out")
+    assert (target / "top" / "link.txt").read_bytes() == b"alpha"
+    assert tree(target) == {**FILES, "top/link.txt": b"alpha"}
+
+
+def test_served_archive_with_dotdot_member_is_refused(loopback, tmp_path):
+    url = loopback.add("/evil.zip", make_zip({"top/ok.txt": b"ok", "top/../../escaped.txt": b"x"}))
+    archive = download_file(url, tmp_path / "dl" / "evil.zip")
+    with pytest.raises(ArchiveError, match=r"\.\./\.\./escaped\.txt.*outside"):
+        extract_archive(archive, tmp_path / "dl" / "out")
+    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "dl" / "out").exists()
+    assert leftovers(tmp_path / "dl") == []
+
+
+@pytest.mark.parametrize("name", ["/etc/evil", "../evil", "a/../../evil", "C:\\evil", "..\\evil"])
+def test_unsafe_member_names_are_refused(tmp_path, name):
+    archive = tmp_path / "a.tar.gz"
+    archive.write_bytes(make_tar([tarfile.TarInfo(name)], {name: b"x"}))
+    with pytest.raises(ArchiveError, match="outside"):
+        extract_archive(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("kind,linkname", [(tarfile.SYMTYPE, "../../outside"),
+                                           (tarfile.SYMTYPE, "/etc/passwd"),
+                                           (tarfile.LNKTYPE, "../outside")])
+def test_links_pointing_outside_are_refused(tmp_path, kind, linkname):
+    link = tarfile.TarInfo("top/link")
+    link.type, link.linkname = kind, linkname
+    archive = tmp_path / "a.tar.gz"
+    archive.write_bytes(make_tar([link]))
+    with pytest.raises(ArchiveError, match="points outside"):
+        extract_archive(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_zip_symlink_pointing_outside_is_refused(tmp_path):
+    info = zipfile.ZipInfo("top/link")
+    info.external_attr = (0o120777 << 16)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr(info, "../../secret")
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(buf.getvalue())
+    with pytest.raises(ArchiveError, match="points outside"):
+        extract_archive(archive, tmp_path / "out")
+
+
+def test_corrupted_zip_is_reported_as_damaged(tmp_path):
+    data = bytearray(make_zip(FILES))
+    data[data.find(FILES["top/sub/b.bin"]) + 100] ^= 0xFF  # CRC no longer matches
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(bytes(data))
+    with pytest.raises(ArchiveError, match="damaged.*Bad CRC"):
+        extract_archive(archive, tmp_path / "out")
+    assert list(tmp_path.iterdir()) == [archive]
+
+
+def test_download_and_extract(loopback, tmp_path):
+    url = loopback.add("/good.zip", make_zip(FILES))
+    target = download_and_extract(url, tmp_path / "good.zip", tmp_path / "out")
+    assert tree(target) == FILES and not (tmp_path / "good.zip").exists()  # archive removed
+    assert download_and_extract(url, tmp_path / "good.zip", target) == target
+    assert len(loopback.hits("/good.zip")) == 1  # extracted already: no second download
+
+
+def test_download_and_extract_deletes_a_bad_archive(loopback, tmp_path):
+    url = loopback.add("/evil.zip", make_zip({"../evil.txt": b"x"}))
+    with pytest.raises(ArchiveError, match="outside"):
+        download_and_extract(url, tmp_path / "evil.zip", tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []  # nothing kept: the next call downloads afresh
+
+
+def test_not_an_archive(tmp_path):
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(b"<html>rate limited</html>")
+    with pytest.raises(ArchiveError, match="not a zip, tar or 7z"):
+        extract_archive(archive, tmp_path / "out")
+    assert list(tmp_path.iterdir()) == [archive]
+
+
+def test_existing_unmarked_target_is_not_overwritten(tmp_path):
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(make_zip(FILES))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "mine.txt").write_text("user data")
+    with pytest.raises(ArchiveError, match="no completed extraction"):
+        extract_archive(archive, tmp_path / "out")
+    assert (tmp_path / "out" / "mine.txt").read_text() == "user data"
+    (tmp_path / "out" / "mine.txt").unlink()  # an empty folder is fine
+    assert tree(extract_archive(archive, tmp_path / "out")) == FILES
+
+
+def test_extract_7z(tmp_path):
+    py7zr = pytest.importorskip("py7zr")
+    archive = tmp_path / "a.7z"
+    with py7zr.SevenZipFile(archive, "w") as z:
+        for name, data in FILES.items():
+            z.writestr(data, name)
+    assert tree(extract_archive(archive, tmp_path / "out")) == FILES
+
+
+def test_7z_with_a_symlink_is_refused(tmp_path):
+    py7zr = pytest.importorskip("py7zr")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "link").symlink_to("/etc/passwd")
+    archive = tmp_path / "a.7z"
+    with py7zr.SevenZipFile(archive, "w") as z:
+        z.write(tmp_path / "src" / "link", "top/link")
+    with pytest.raises(ArchiveError, match="symbolic link"):
+        extract_archive(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,85 @@
+"""The project's own promises: install lists agree, notebooks follow the skeleton and
+are stripped, CI runs the README's test command."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def _name(spec: str) -> str:
+    return re.split(r"[<>=!~\[ ;]", spec.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def _pyproject() -> dict:
+    import tomllib
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_environment_yml_lists_the_same_dependencies_as_pyproject():
+    project = _pyproject()["project"]
+    wanted = set(project["dependencies"]) | set(project["optional-dependencies"]["test"])
+    env = (ROOT / "environment.yml").read_text()
+    pip_lines = re.findall(r"^\s+- (\S.*)$", env.split("- pip:")[1], flags=re.M)
+    listed = {line.strip() for line in pip_lines if line.strip() != "-e ."}
+    assert listed == wanted, f"only in pyproject: {wanted - listed}; only in environment.yml: {listed - wanted}"
+
+
+def test_torch_is_not_pinned_in_package_metadata():
+    deps = _pyproject()["project"]["dependencies"]
+    torch_specs = [d for d in deps if _name(d) == "torch"]
+    assert torch_specs and "==" not in torch_specs[0]
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    assert "make test" in readme and "make run" in readme
+    ci = [line for line in (ROOT / ".ci/run").read_text().splitlines()
+          if line.strip() and not line.startswith("#")]
+    assert ci[-1].strip() == "make test"
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^test: install\n\t.*-m pytest$", makefile, flags=re.M)
+
+
+def test_notebook_template_and_readme_table_are_up_to_date():
+    result = subprocess.run([sys.executable, "scripts/notebook_template.py", "--check"],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_notebook_is_in_the_course_list_in_order():
+    course = json.loads((ROOT / "notebooks/course.json").read_text())
+    files = [nb["file"] for nb in course["notebooks"]]
+    assert files == sorted(files) == [p.name for p in NOTEBOOKS]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_follows_the_skeleton(path):
+    nb = nbformat.read(path, as_version=4)
+    cells = nb.cells
+    assert cells[0].cell_type == "markdown" and "colab-badge.svg" in cells[0].source
+    assert "Time to run" in cells[0].source and "What you will learn" in cells[0].source
+    assert cells[1].cell_type == "code" and 'IN_COLAB = "google.colab" in sys.modules' in cells[1].source
+    config = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(config) == 1 and config[0].cell_type == "code", "one configuration cell tagged 'parameters'"
+    headings = [line for c in cells if c.cell_type == "markdown" for line in c.source.splitlines()
+                if line.startswith("## ")]
+    assert any(h.startswith("## Summary") for h in headings)
+    assert any(h.startswith("## Exercises") for h in headings)
+    assert cells[-1].source.startswith("## References")
+    assert sum(h.startswith("## 1") for h in headings) == 1, "numbered sections start at '## 1'"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_outputs_are_stripped(path):
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            assert not cell.outputs and cell.execution_count is None, f"cell {i} has outputs"
