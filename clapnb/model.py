@@ -173,8 +173,8 @@ class ClapModel(nn.Module):
                      for i in range(0, len(texts), batch_size)]
         return torch.cat(parts).float()
 
-    def unknown_words(self, texts: Sequence[str]) -> list[str]:
-        """Words of ``texts`` the text encoder never saw in training (their embeddings
+    def unknown_words(self, text: str) -> list[str]:
+        """Words of ``text`` the text encoder never saw in training (their embeddings
         carry no learned meaning). Sub-word tokenizers (LAION-CLAP) know every word."""
         return []
 

@@ -6,8 +6,9 @@ deterministic by seed, and nothing but seeds and parameters is stored: audio and
 per-event stems are re-created on demand (a 5 s clip takes a few ms).
 
 * :data:`CLASSES` — the class names; every name and every descriptor word in
-  :data:`CONCEPTS` is one of the ~2,000 most frequent Freesound tags of Clotho,
-  so they appear in the project's word vocabularies.
+  :data:`CONCEPTS` is among the first 2,000 words of both the ``"baseline"`` and
+  the ``"pruned"`` vocabulary (:mod:`clapnb.vocabulary`, built from the Freesound
+  tags of Clotho), so concept decompositions can find them.
 * :data:`CONCEPTS` — per class, 3–6 related words (synonyms, sources,
   qualities): the class's "true concepts" for checking concept decompositions.
 * :func:`load_synthetic_clips` — single-event clips laid out like ESC-50
@@ -27,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from scipy import fft, signal
 
 from clapnb.datasets import ClipSet, SceneSet
@@ -39,6 +41,9 @@ CLIP_SAMPLES = int(SAMPLE_RATE * CLIP_SECONDS)
 #: RMS of an event at 0 dB gain (about -26 dBFS), and the largest peak allowed
 _EVENT_RMS = 0.05
 _EVENT_PEAK = 0.5
+
+#: bumped whenever synthesis changes, so cached embeddings of old audio are not reused
+VERSION = 1
 
 # seed streams: every item seed is derived from (stream, seed, ...) so streams never meet
 _CLIPS, _SCENES, _TRAIN_CLIPS, _TRAIN_SCENES = 1, 2, 3, 4
@@ -108,7 +113,7 @@ def _tone(freq: np.ndarray | float, n: int, sr: int, harmonics: tuple[float, ...
 
 
 def _decay(n: int, sr: int, tau: float, attack: float = 0.001) -> np.ndarray:
-    """Envelope: linear attack of ``attack`` s, then exponential decay with time constant ``tau`` s."""
+    """Envelope: linear ``attack`` (s), then exponential decay with time constant ``tau`` (s)."""
     t = np.arange(n, dtype=np.float32) / sr
     return np.minimum(t / attack, 1.0) * np.exp(-t / tau)
 
@@ -257,7 +262,7 @@ def _engine(rng: Rng, n: int, sr: int) -> np.ndarray:
     return x + rng.uniform(0.1, 0.4) * noise
 
 
-def _bird(rng: Rng, n: int, sr: int) -> np.ndarray:
+def _birds(rng: Rng, n: int, sr: int) -> np.ndarray:
     base, span = rng.uniform(2500, 5500), rng.uniform(-0.5, 0.5)
     length, trill = rng.uniform(0.04, 0.18), rng.uniform(0, 1) < 0.4
     out = np.zeros(n)
@@ -327,7 +332,7 @@ def _thunder(rng: Rng, n: int, sr: int) -> np.ndarray:
     return env * rumble + rng.uniform(0.0, 0.5) * crack
 
 
-def _dripping(rng: Rng, n: int, sr: int) -> np.ndarray:
+def _drip(rng: Rng, n: int, sr: int) -> np.ndarray:
     out = np.zeros(n)
     mean_gap = rng.uniform(0.2, 0.8)
     start = rng.uniform(0, mean_gap)
@@ -337,7 +342,9 @@ def _dripping(rng: Rng, n: int, sr: int) -> np.ndarray:
         a = int(start * sr)
         if a + m <= n:
             u = np.arange(m) / sr
-            freq = f_lo * rng.uniform(0.85, 1.15) * (1 + rng.uniform(0.5, 2.0) * np.minimum(u / 0.03, 1))
+            jitter = rng.uniform(0.85, 1.15)
+            rise = 1 + rng.uniform(0.5, 2.0) * np.minimum(u / 0.03, 1)  # a bubble's upward chirp
+            freq = f_lo * jitter * rise
             out[a:a + m] += _tone(freq, m, sr) * _decay(m, sr, rng.uniform(0.008, 0.03))
         start += mean_gap * rng.uniform(0.5, 1.5)
     return out
@@ -368,7 +375,8 @@ def _footsteps(rng: Rng, n: int, sr: int) -> np.ndarray:
                 _resonator(rng, sr, [rng.uniform(60, 140)], [0.02]))
     toe = _burst(rng, sr, 0.01, low=300, high=2500) * rng.uniform(0.2, 0.6)
     amps = rng.uniform(0.7, 1.0, len(times))
-    out = _place(n, sr, times, heel, amps) + _place(n, sr, times + rng.uniform(0.05, 0.12), toe, amps)
+    out = _place(n, sr, times, heel, amps)
+    out += _place(n, sr, times + rng.uniform(0.05, 0.12), toe, amps)
     if rng.random() < 0.5:  # gravel: a crunch with every step
         crunch = _filter(rng.standard_normal(int(0.12 * sr)), sr, 1500, 7000) * \
             rng.uniform(0.3, 1, int(0.12 * sr)) ** 4 * _decay(int(0.12 * sr), sr, 0.04, 0.01)
@@ -473,84 +481,96 @@ class SoundClass:
     min_seconds: float = 1.0
 
 
-def _c(name: str, concepts: str, phrases: dict[str, str], synth, min_seconds: float = 1.0) -> SoundClass:
+def _c(name: str, concepts: str, phrases: dict[str, str], synth,
+       min_seconds: float = 1.0) -> SoundClass:
+    """Compact constructor: ``concepts`` space-separated, verbs ``|``-separated."""
     return SoundClass(name, tuple(concepts.split()),
                       tuple((noun, tuple(verbs.split("|"))) for noun, verbs in phrases.items()),
                       synth, min_seconds)
 
 
 _SOUND_CLASSES = [
-    _c("siren", "ambulance police emergency sirens firetruck",
+    _c("siren", "ambulance police emergency firetruck",
        {"a siren": "wails|blares|sounds", "an ambulance siren": "wails|passes",
         "a police siren": "wails|blares", "an emergency siren": "sounds|wails",
-        "a firetruck siren": "blares", "sirens": "wail|blare"}, _siren, 1.5),
-    _c("bell", "church bells ding dong",
-       {"a bell": "rings|chimes", "a church bell": "rings|tolls", "bells": "chime|peal",
-        "a bell going ding dong": "rings"}, _bell),
-    _c("rain", "rainfall drizzle raindrops downpour raining",
+        "a firetruck siren": "blares", "a police siren on the road": "wails"}, _siren, 1.5),
+    _c("bell", "church chime ding dong",
+       {"a bell": "rings|chimes", "a church bell": "rings|tolls", "a bell chime": "rings",
+        "a bell going ding dong": "rings", "a church chime": "sounds"}, _bell),
+    _c("rain", "rainfall drizzle raindrops downpour rainy",
        {"rain": "falls|patters", "rainfall": "patters|continues", "a light drizzle": "falls",
         "raindrops": "fall|patter", "a heavy downpour": "pours down",
-        "the raining": "continues"}, _rain),
+        "rain on a rainy day": "falls"}, _rain),
     _c("wind", "breeze gust blowing windy howling gale",
        {"wind": "blows|howls|whooshes", "a breeze": "blows", "a gust of wind": "blows|rushes past",
-        "a windy gale": "howls|roars", "howling wind": "blows", "the blowing wind": "rises and falls"},
+        "a windy gale": "howls|roars", "howling wind": "blows",
+        "the blowing wind": "rises and falls"},
        _wind, 1.5),
     _c("engine", "motor idle diesel revving vehicle",
-       {"an engine": "runs|rumbles|idles", "a motor": "runs|hums along", "a diesel engine": "idles|rumbles",
-        "an idle engine": "rumbles", "a revving engine": "roars", "a vehicle engine": "runs"}, _engine),
-    _c("bird", "birds birdsong tweet songbird sparrow",
-       {"a bird": "sings|chirps|tweets", "birds": "sing|chirp", "birdsong": "fills the air",
-        "a songbird": "sings", "a sparrow": "chirps|tweets", "the tweet of a bird": "repeats"}, _bird),
-    _c("whistle", "whistling blow kettle sport",
-       {"a whistle": "blows|shrills", "a sport whistle": "blows", "a whistle blow": "sounds",
-        "a kettle": "whistles", "a whistling kettle": "sings", "the whistling": "continues"}, _whistle),
-    _c("alarm", "beep beeping alert warning wake",
-       {"an alarm": "beeps|goes off|rings", "an alarm beep": "repeats", "a beeping alarm": "goes off",
-        "an alert": "beeps", "a warning alarm": "beeps", "a wake up alarm": "goes off"}, _alarm),
-    _c("clock", "ticking tick mechanical time",
-       {"a clock": "ticks|ticks steadily", "a ticking clock": "keeps time", "a mechanical clock": "ticks",
+       {"an engine": "runs|rumbles|idles", "a motor": "runs|hums along",
+        "a diesel engine": "idles|rumbles", "an idle engine": "rumbles",
+        "a revving engine": "roars", "a vehicle engine": "runs"}, _engine),
+    _c("birds", "birdsong tweet songbird sparrow",
+       {"birds": "sing|chirp|tweet", "birdsong": "fills the air", "a songbird": "sings",
+        "a sparrow": "chirps|tweets", "the tweet of a bird": "repeats", "small birds": "chirp"},
+       _birds),
+    _c("whistle", "kettle sport steam",
+       {"a whistle": "blows|shrills", "a sport whistle": "blows", "a referee whistle": "blows",
+        "a kettle": "whistles", "a whistling kettle": "sings", "a steam whistle": "blows"},
+       _whistle),
+    _c("alarm", "beep alert warning",
+       {"an alarm": "beeps|goes off|rings", "an alarm beep": "repeats",
+        "a beeping alarm": "goes off",
+        "an alert": "beeps", "a warning alarm": "beeps", "a warning beep": "repeats"}, _alarm),
+    _c("clock", "ticking mechanical time",
+       {"a clock": "ticks|ticks steadily", "a ticking clock": "keeps time",
+        "a mechanical clock": "ticks",
         "the tick of a clock": "repeats", "the ticking": "continues",
         "a clock marking time": "ticks"}, _clock, 1.5),
-    _c("thunder", "lightning thunderstorm storm boom rumbling",
+    _c("thunder", "lightning thunderstorm storm boom rumble",
        {"thunder": "rumbles|roars|cracks", "a thunderstorm": "rumbles", "a storm": "rumbles|roars",
-        "a boom of thunder": "rolls", "rumbling thunder": "rolls", "thunder after lightning": "rumbles"},
+        "a boom of thunder": "rolls", "a rumble of thunder": "rolls",
+        "thunder after lightning": "rumbles"},
        _thunder, 2.0),
-    _c("dripping", "drip drips drops droplets leak faucet",
-       {"water dripping": "echoes|continues", "a drip": "falls|plops", "drips": "fall|plop",
-        "water drops": "fall|plop", "droplets": "fall", "a leak": "drips", "a faucet": "drips"},
-       _dripping),
-    _c("applause", "clapping clap audience cheer concert",
-       {"applause": "rises|fills the room", "clapping": "continues", "an audience": "claps|applauds",
+    _c("drip", "drops droplet leak faucet",
+       {"a drip": "falls|plops", "water drops": "fall|plop", "a droplet": "falls",
+        "a leak": "drips", "a faucet": "drips", "water dripping from a leak": "echoes",
+        "a dripping faucet": "plops"}, _drip),
+    _c("applause", "clap audience cheer concert",
+       {"applause": "rises|fills the room", "an audience": "claps|applauds",
         "a concert audience": "claps|applauds", "a cheer and applause": "erupts",
-        "the clap of hands": "continues"}, _applause),
-    _c("hum", "buzz buzzing electricity electrical power",
+        "the clap of hands": "continues", "a clapping audience": "cheers"}, _applause),
+    _c("hum", "buzz electricity electrical power",
        {"a hum": "drones|continues", "an electrical hum": "drones", "a buzz": "drones",
-        "a buzzing": "continues", "a power hum": "drones", "electricity": "hums|buzzes"}, _hum),
-    _c("footsteps", "walking steps footstep shoes feet walk",
+        "an electrical buzz": "continues", "a power hum": "drones", "electricity": "hums|buzzes"},
+       _hum),
+    _c("footsteps", "walking steps shoes feet",
        {"footsteps": "approach|pass by|walk along", "steps": "approach|pass by",
-        "a footstep": "sounds", "someone walking": "passes by", "shoes": "tap along",
-        "feet": "walk along", "a walk on a path": "continues"}, _footsteps, 1.5),
-    _c("crickets", "cricket insects insect night summer",
-       {"crickets": "chirp|sing", "a cricket": "chirps|sings", "insects": "chirp|sing",
-        "an insect": "chirps", "night crickets": "chirp", "summer crickets": "sing"}, _crickets),
-    _c("knock", "knocking door knocks wooden",
-       {"a knock": "sounds|comes from the door", "knocking": "sounds|repeats",
-        "someone knocking on a door": "waits", "knocks": "sound|repeat",
-        "a knock on a wooden door": "sounds"}, _knock),
-    _c("phone", "telephone ring ringtone cellphone call",
+        "someone walking": "passes by", "shoes": "tap along", "feet": "walk along",
+        "walking footsteps": "continue"}, _footsteps, 1.5),
+    _c("crickets", "insects night summer",
+       {"crickets": "chirp|sing", "insects": "chirp|sing", "night crickets": "chirp",
+        "summer crickets": "sing", "insects at night": "chirp"}, _crickets),
+    _c("knock", "door wooden hit",
+       {"a knock": "sounds|comes from the door", "someone knocking on a door": "waits",
+        "a knock on a wooden door": "sounds", "a wooden knock": "repeats",
+        "a hit on a door": "sounds"}, _knock),
+    _c("phone", "telephone ring cellphone call",
        {"a phone": "rings", "a telephone": "rings", "a phone ring": "repeats",
-        "a ringtone": "plays|sounds", "a cellphone": "rings", "a phone call": "rings"}, _phone),
-    _c("horn", "honk honking traffic car",
+        "a cellphone": "rings|buzzes", "a phone call": "rings", "a ringing telephone": "waits"},
+       _phone),
+    _c("horn", "honk traffic car",
        {"a horn": "honks|blares|sounds", "a car horn": "honks|blares", "a honk": "sounds",
-        "honking": "breaks out", "a horn in traffic": "honks", "a car horn in traffic": "blares"},
-       _horn),
-    _c("fire", "crackling crackle fireplace burning flames",
+        "a horn in traffic": "honks", "a car horn in traffic": "blares"}, _horn),
+    _c("fire", "crackle fireplace burning flame",
        {"a fire": "crackles|burns|pops", "a crackling fire": "burns", "a fireplace": "crackles",
-        "burning wood": "crackles", "flames": "crackle", "the crackle of a fire": "continues"}, _fire),
-    _c("helicopter", "aircraft flying chopper propeller",
+        "burning wood": "crackles", "a burning flame": "crackles",
+        "the crackle of a fire": "continues"},
+       _fire),
+    _c("helicopter", "aircraft chopper flight military",
        {"a helicopter": "flies over|hovers|passes", "a flying helicopter": "passes",
-        "a chopper": "flies over", "an aircraft": "flies over", "a propeller": "whirs"},
-       _helicopter, 1.5),
+        "a chopper": "flies over", "an aircraft": "flies over", "a military helicopter": "hovers",
+        "a helicopter flight": "passes"}, _helicopter, 1.5),
 ]
 
 #: the sound classes, index -> name
@@ -574,8 +594,9 @@ def sound_class(name: str) -> SoundClass:
 class Event:
     """One sound event of a clip or scene: enough to re-create its stem exactly.
 
-    label: class name; onset/offset: seconds from the clip start; gain_db: level
-    relative to the class's reference level; seed: the synthesiser's seed.
+    label: class name; onset/offset: seconds from the clip start; gain_db: level in
+    dB relative to the reference level (see :func:`render_event`); seed: the
+    synthesiser's seed (all its random parameters are drawn from it).
     """
 
     label: str
@@ -600,7 +621,11 @@ class Recipe:
 
 def render_event(event: Event, n_samples: int = CLIP_SAMPLES,
                  sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """The event's stem: float32 ``(n_samples,)``, silent outside [onset, offset)."""
+    """The event's stem: float32 ``(n_samples,)``, silent outside [onset, offset).
+
+    Its level is ``gain_db`` relative to the reference (RMS -26 dBFS, peaks at most
+    -6 dBFS, whichever is reached first), with 10 ms fades at both ends.
+    """
     rng = np.random.default_rng(event.seed)
     start = int(round(event.onset * sample_rate))
     stop = min(int(round(event.offset * sample_rate)), n_samples)
@@ -667,14 +692,14 @@ def _random_event(rng: Rng, label: str, min_seconds: float, max_seconds: float =
                  int(rng.integers(2 ** 62)))
 
 
-def _background(rng: Rng, events: list[Event]) -> Recipe:
+def _with_background(rng: Rng, events: list[Event]) -> Recipe:
     return Recipe(tuple(events), int(rng.integers(2 ** 62)), round(float(rng.uniform(-65, -50)), 2))
 
 
 def clip_recipe(label: str, seed: int) -> Recipe:
     """A single-event clip of class ``label``: one event of 2-5 s over faint background noise."""
     rng = np.random.default_rng(seed)
-    return _background(rng, [_random_event(rng, label, 2.0)])
+    return _with_background(rng, [_random_event(rng, label, 2.0)])
 
 
 def scene_recipe(seed: int, min_events: int = 1, max_events: int = 3) -> Recipe:
@@ -682,7 +707,7 @@ def scene_recipe(seed: int, min_events: int = 1, max_events: int = 3) -> Recipe:
     rng = np.random.default_rng(seed)
     k = int(rng.integers(min_events, max_events + 1))
     labels = rng.choice(CLASSES, size=k, replace=False)
-    return _background(rng, [_random_event(rng, str(lab), 1.5, gain_db=(-8.0, 0.0))
+    return _with_background(rng, [_random_event(rng, str(lab), 1.5, gain_db=(-8.0, 0.0))
                              for lab in labels])
 
 
@@ -762,10 +787,10 @@ def load_synthetic_clips(n_per_class: int = 40, seed: int = 0,
     for c, name in enumerate(classes):
         for k in range(n_per_class):
             recipes.append(clip_recipe(name, _item_seed(_CLIPS, seed, CLASSES.index(name), k)))
-            ids.append(f"synth-{seed}-{name}-{k:03d}")
+            ids.append(f"synth-v{VERSION}-{seed}-{name}-{k:03d}")
             labels.append(c)
             folds.append(k % 5 + 1)
-    return ClipSet(name=f"synthetic-clips-{seed}", clip_ids=ids, labels=np.array(labels),
+    return ClipSet(name=f"synthetic-clips-v{VERSION}-{seed}", clip_ids=ids, labels=np.array(labels),
                    folds=np.array(folds), class_names=classes, sample_rate=SAMPLE_RATE,
                    loader=_RecipeLoader(recipes))
 
@@ -786,11 +811,12 @@ def load_synthetic_scenes(n: int = 200, seed: int = 0, min_events: int = 1,
     for i in range(n):
         item = _item_seed(_SCENES, seed, i)
         recipe = scene_recipe(item, min_events, max_events)
-        rng = np.random.default_rng(item + 1)
         recipes.append(recipe)
-        captions.append(_distinct_captions(recipe.events, rng, n_captions))
-    return SceneSet(name=f"synthetic-scenes-{seed}", clip_ids=[f"scene-{seed}-{i:04d}" for i in range(n)],
-                    captions=captions, sample_rate=SAMPLE_RATE, loader=_RecipeLoader(recipes),
+        captions.append(_distinct_captions(recipe.events, np.random.default_rng([item, 1]),
+                                           n_captions))
+    name = f"synthetic-scenes-v{VERSION}-{seed}-{min_events}to{max_events}"
+    return SceneSet(name=name, clip_ids=[f"{name}-{i:04d}" for i in range(n)], captions=captions,
+                    sample_rate=SAMPLE_RATE, loader=_RecipeLoader(recipes),
                     events=[list(r.events) for r in recipes])
 
 
@@ -822,12 +848,14 @@ def event_masks(data: ClipSet | SceneSet, i: int, stft_config: StftConfig,
     summed magnitudes of all other stems (the other events and the background)
     and is above a floor ``floor_db`` below the mixture's loudest bin.
 
+    Args:
+        stft_config: the model's STFT; it is applied to the 16 kHz stems
+            (TinyCLAP's rate), giving the grid of ``model.spectrogram(audio)``.
+
     Returns:
         bool ``(E, F, T)`` with E events in ``recipe_of(data, i).events`` order;
         masks of different events never overlap.
     """
-    import torch
-
     stems = render_stems(recipe_of(data, i))
     mags = stft_config.stft(torch.from_numpy(stems)).abs().numpy()
     mix = stft_config.stft(torch.from_numpy(stems.sum(axis=0))[None]).abs().numpy()[0]

@@ -8,7 +8,8 @@ train on a laptop CPU in minutes (``python scripts/train_tinyclap.py``).
 Audio: linear STFT magnitude (16 kHz, n_fft 512, hop 256) -> 64-band log-mel
 (computed *inside* :meth:`TinyClap.encode_spectrogram`, so
 ``embed_from_spectrogram(|stft(x)|) == embed_audio(x)`` by construction) ->
-four conv blocks -> mean + max pooling over time -> MLP -> 512-d.
+four conv blocks -> mean + max pooling over time (keeping the 4 coarse
+frequency bands) -> MLP -> 512-d.
 
 Text: lowercase word tokens, each embedded fastText-style as the mean of a
 word vector and hashed character 3-5-grams, so a word never seen in training
@@ -21,6 +22,7 @@ model actually saw in training: treat any other word's embedding with suspicion.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -36,7 +38,7 @@ from torch import nn
 from clapnb.model import AudioEncoding, ClapModel, StftConfig, default_device
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-#: the committed weights (a state dict for ``torch.load(weights_only=True)``) and config
+#: the committed weights (a float16 state dict for ``torch.load(weights_only=True)``) and config
 WEIGHTS_FILE = WEIGHTS_DIR / "tinyclap.pt"
 CONFIG_FILE = WEIGHTS_DIR / "tinyclap.json"
 
@@ -155,7 +157,8 @@ class AudioEncoder(nn.Module):
                                         nn.BatchNorm2d(c_out), nn.ReLU(), nn.AvgPool2d(2)))
             c_in = c_out
         self.blocks = nn.ModuleList(blocks)
-        self.proj = nn.Sequential(nn.Linear(2 * c_in, cfg.embed_dim), nn.GELU(),
+        n_bands = cfg.n_mels // 2 ** len(cfg.channels)  # frequency rows left after pooling
+        self.proj = nn.Sequential(nn.Linear(2 * c_in * n_bands, cfg.embed_dim), nn.GELU(),
                                   nn.Linear(cfg.embed_dim, cfg.embed_dim))
 
     def mel_power(self, magnitude: torch.Tensor) -> torch.Tensor:
@@ -169,8 +172,8 @@ class AudioEncoder(nn.Module):
         for block in self.blocks:
             x = block(x)
             features.append(x)
-        x = x.mean(dim=2)                                          # (N, C, T')
-        pooled = torch.cat([x.mean(dim=2), x.amax(dim=2)], dim=1)  # (N, 2C)
+        x = x.flatten(1, 2)                                        # (N, C * F', T')
+        pooled = torch.cat([x.mean(dim=2), x.amax(dim=2)], dim=1)  # (N, 2 C F')
         return self.proj(pooled), features
 
     def forward(self, magnitude: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -195,8 +198,9 @@ class TextEncoder(nn.Module):
         """``(len(word_list), text_dim)``; ``drop_word`` (training) hides word rows at random
         so that the n-grams learn to carry meaning on their own."""
         device = self.table.weight.device
-        keep = torch.rand(len(word_list), generator=generator) >= drop_word
-        rows = [self.tokenizer.rows(w, bool(k)) for w, k in zip(word_list, keep)]
+        keep = (torch.rand(len(word_list), generator=generator) >= drop_word).tolist() \
+            if drop_word > 0 else [True] * len(word_list)
+        rows = [self.tokenizer.rows(w, k) for w, k in zip(word_list, keep)]
         flat = torch.tensor([r for rr in rows for r in rr], dtype=torch.long, device=device)
         offsets = torch.tensor(np.cumsum([0] + [len(r) for r in rows[:-1]]), dtype=torch.long,
                                device=device)
@@ -289,6 +293,7 @@ def _atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -296,9 +301,13 @@ def _atomic_write(path: Path, write) -> None:
 
 
 def save_tiny(model: TinyClap, weights: Path = WEIGHTS_FILE, config: Path = CONFIG_FILE) -> None:
-    """Write the state dict (``torch.save``) and the JSON config atomically."""
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    _atomic_write(Path(weights), lambda tmp: torch.save(state, tmp))
+    """Write the state dict (``torch.save``, float tensors as float16 to halve the file)
+    and the JSON config, each atomically."""
+    state = {k: (v.half() if v.is_floating_point() else v).detach().cpu().clone()
+             for k, v in model.state_dict().items()}
+    buffer = io.BytesIO()  # saved via a buffer: the same weights give the same bytes
+    torch.save(state, buffer)
+    _atomic_write(Path(weights), lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
     text = json.dumps(asdict(model.config), indent=1)
     _atomic_write(Path(config), lambda tmp: Path(tmp).write_text(text))
 
@@ -317,5 +326,6 @@ def load_tiny(device: str | torch.device | None = None, weights: Path = WEIGHTS_
                                     "(re-create it with: python scripts/train_tinyclap.py)")
     cfg = TinyConfig.from_dict(json.loads(config.read_text()))
     model = TinyClap(cfg, cache_key=f"tiny-{_digest(weights, config)[:16]}")
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     return model.eval().to(default_device(device))

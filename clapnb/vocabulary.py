@@ -72,7 +72,7 @@ import re
 import sys
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -182,6 +182,19 @@ class Vocabulary:
         _check_size(size, len(self), f"the {self.name!r} vocabulary has")
         counts = None if self.counts is None else self.counts[:size]
         return Vocabulary(self.name, self.words[:size], counts)
+
+
+    def filter(self, keep: Callable[[str], bool]) -> Vocabulary:
+        """The words for which ``keep(word)`` is true, in order, with their counts.
+
+        For example the words a model saw in training:
+        ``vocab.filter(lambda w: not model.unknown_words(w))``.
+        """
+        rows = [(i, w) for i, w in enumerate(self.words) if keep(w)]
+        if not rows:
+            raise ValueError(f"the filter keeps no word of the {self.name!r} vocabulary")
+        counts = None if self.counts is None else [self.counts[i] for i, _ in rows]
+        return Vocabulary(self.name, [w for _, w in rows], counts)
 
 
 def _check_size(size: int, available: int, what: str) -> None:

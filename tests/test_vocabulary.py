@@ -381,3 +381,11 @@ def test_fsd50k_tag_corpus_downloads_once(http_folder, tmp_path, monkeypatch):
 def test_fsd50k_tag_corpus_without_download_says_what_to_do(tmp_path):
     with pytest.raises(FileNotFoundError, match="download=True"):
         V.fsd50k_tag_corpus(tmp_path, download=False)
+
+
+def test_filter_keeps_order_and_counts_and_refuses_an_empty_result():
+    vocab = V.Vocabulary("toy", ["rain", "siren", "bell"], [5, 3, 1])
+    kept = vocab.filter(lambda w: w != "siren")
+    assert kept.words == ("rain", "bell") and kept.counts == (5, 1)
+    with pytest.raises(ValueError, match="keeps no word"):
+        vocab.filter(lambda w: False)
