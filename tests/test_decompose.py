@@ -92,6 +92,21 @@ def test_fista_and_sklearn_agree():
     assert (f_fast - f_ref <= gap + 1e-6).all()
 
 
+def test_fista_with_near_duplicate_concepts():
+    # collinear concepts make the small problems ill-conditioned (and the weights
+    # non-unique); the objective and the optimality conditions are still reached
+    C, Z = problem(n=6, v=60, d=24, seed=6)
+    rng = np.random.default_rng(6)
+    twins = C[:30] + 1e-3 * torch.from_numpy(unit_rows(rng, 30, 24))
+    C = torch.nn.functional.normalize(torch.cat([C, twins]), dim=1)
+    lam = torch.full((6,), 0.05)
+    W, gap = lasso_fista(C, Z, lam, tol=1e-6)
+    assert (gap <= 1e-6).all()
+    assert_kkt(C, Z, W, lam)
+    W_ref = lasso_sklearn(C, Z, lam, tol=1e-7, progress=False)
+    assert torch.allclose(objective(C, Z, W, lam), objective(C, Z, W_ref, lam), atol=1e-6)
+
+
 def test_fista_warm_start_and_working_set_growth():
     C, Z = problem(n=6, v=200, d=32, seed=3)
     lam = torch.full((6,), 0.02)                    # small lam: supports larger than the set
