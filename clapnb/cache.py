@@ -30,7 +30,7 @@ from typing import IO, Any
 
 import numpy as np
 import platformdirs
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bars: widget bars can stall headless notebook runs (nbclient#312)
 
 from clapnb.datasets import ClipSet, SceneSet
 from clapnb.model import ClapModel, check_texts

@@ -34,7 +34,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bars: widget bars can stall headless notebook runs (nbclient#312)
 
 from clapnb.model import OFFLINE_ENV, offline
 

@@ -27,16 +27,17 @@ def audio_player(waveform, sample_rate: int, normalize: bool = True):
 
 
 def players(waveforms: Sequence, sample_rate: int, titles: Sequence[str]):
-    """A row of labelled audio players (ipywidgets) for comparing clips side by side."""
-    import ipywidgets as widgets
-    boxes = []
-    for w, title in zip(waveforms, titles):
-        out = widgets.Output()
-        with out:
-            from IPython.display import display
-            display(audio_player(w, sample_rate))
-        boxes.append(widgets.VBox([widgets.HTML(f"<b>{title}</b>"), out]))
-    return widgets.HBox(boxes)
+    """A row of labelled audio players for comparing clips side by side.
+
+    Plain HTML, not ipywidgets, so it also renders in executed notebooks and on GitHub.
+    """
+    import html
+
+    from IPython.display import HTML
+    cells = [f"<div style='display:inline-block;margin:0 1em 1em 0'><b>{html.escape(title)}</b><br>"
+             f"{audio_player(w, sample_rate)._repr_html_()}</div>"
+             for w, title in zip(waveforms, titles, strict=True)]
+    return HTML("".join(cells))
 
 
 def spectrogram_db(magnitude, floor_db: float = -80.0) -> np.ndarray:
