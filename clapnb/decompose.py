@@ -57,7 +57,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bars: widget bars can stall headless notebook runs (nbclient#312)
 
 from clapnb.model import default_device
 
