@@ -24,9 +24,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -35,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clapnb.cache import atomic_write
 from clapnb.model import AudioEncoding, ClapModel, StftConfig, default_device
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -287,19 +286,6 @@ def _digest(*paths: Path) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def save_tiny(model: TinyClap, weights: Path = WEIGHTS_FILE, config: Path = CONFIG_FILE) -> None:
     """Write the state dict (``torch.save``, float tensors as float16 to halve the file)
     and the JSON config, each atomically."""
@@ -307,9 +293,10 @@ def save_tiny(model: TinyClap, weights: Path = WEIGHTS_FILE, config: Path = CONF
              for k, v in model.state_dict().items()}
     buffer = io.BytesIO()  # saved via a buffer: the same weights give the same bytes
     torch.save(state, buffer)
-    _atomic_write(Path(weights), lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
-    text = json.dumps(asdict(model.config), indent=1)
-    _atomic_write(Path(config), lambda tmp: Path(tmp).write_text(text))
+    with atomic_write(weights, "wb") as f:
+        f.write(buffer.getvalue())
+    with atomic_write(config, "w") as f:
+        f.write(json.dumps(asdict(model.config), indent=1))
 
 
 def load_tiny(device: str | torch.device | None = None, weights: Path = WEIGHTS_FILE,
