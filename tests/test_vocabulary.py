@@ -9,15 +9,13 @@ import io
 import json
 import subprocess
 import sys
-import threading
 import zipfile
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from _loopback import LoopbackServer
 
 from clapnb import vocabulary as V
 from clapnb.model import ClapModel
@@ -327,55 +325,18 @@ def _fsd50k_zip() -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture
-def http_folder(tmp_path):
-    """A folder served over HTTP on 127.0.0.1 (a free port) during the test.
-
-    Yields ``.folder`` (put files here), ``.url`` and ``.requests`` (paths asked for).
-    """
-    folder = tmp_path / "served"
-    folder.mkdir()
-    requests: list[str] = []
-
-    class Handler(SimpleHTTPRequestHandler):
-        timeout = 5  # seconds a stalled client may hold a handler thread
-
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, directory=str(folder), **kwargs)
-
-        def do_GET(self):  # noqa: N802 (http.server's naming)
-            requests.append(self.path)
-            super().do_GET()
-
-        def log_message(self, *args):  # keep test output quiet
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    try:
-        yield SimpleNamespace(folder=folder, url=f"http://127.0.0.1:{server.server_address[1]}",
-                              requests=requests)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
-def test_fsd50k_tag_corpus_downloads_once(http_folder, tmp_path, monkeypatch):
+def test_fsd50k_tag_corpus_downloads_once(tmp_path, monkeypatch):
     monkeypatch.delenv("CLAPNB_OFFLINE", raising=False)  # only 127.0.0.1 is contacted
-    (http_folder.folder / "FSD50K.metadata.zip").write_bytes(_fsd50k_zip())
-    url = f"{http_folder.url}/FSD50K.metadata.zip"
-    root = tmp_path / "fsd50k"
-    corpus = V.fsd50k_tag_corpus(root, url=url)
-    assert corpus == [["cough", "Coughing", "male"], ["rain", "field-recording"],
-                      ["dog", "bark", "rain"]]
-    assert build_baseline(corpus, size=2).words == ("rain", "bark")
-    assert V.fsd50k_tag_corpus(root, download=False, url=url) == corpus
-    assert V.fsd50k_tag_corpus(root, url=url) == corpus
-    assert http_folder.requests == ["/FSD50K.metadata.zip"]  # downloaded once
+    with LoopbackServer() as server:
+        url = server.add("/FSD50K.metadata.zip", _fsd50k_zip())
+        root = tmp_path / "fsd50k"
+        corpus = V.fsd50k_tag_corpus(root, url=url)
+        assert corpus == [["cough", "Coughing", "male"], ["rain", "field-recording"],
+                          ["dog", "bark", "rain"]]
+        assert build_baseline(corpus, size=2).words == ("rain", "bark")
+        assert V.fsd50k_tag_corpus(root, download=False, url=url) == corpus
+        assert V.fsd50k_tag_corpus(root, url=url) == corpus
+        assert [path for path, _ in server.requests] == ["/FSD50K.metadata.zip"]  # downloaded once
 
 
 def test_fsd50k_tag_corpus_without_download_says_what_to_do(tmp_path):
