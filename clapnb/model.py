@@ -139,6 +139,11 @@ class ClapModel(nn.Module):
         """``len(texts)`` strings -> ``(N, D)`` unit-norm embeddings (no grad needed)."""
         raise NotImplementedError
 
+    def mel_filters(self) -> torch.Tensor:
+        """``(F, n_mels)`` filterbank from the linear STFT bins to the encoder's mel bands:
+        how a map on the encoder's mel grid is brought back to the STFT grid."""
+        raise NotImplementedError
+
     # -- the interface every notebook uses -----------------------------------------
     def prepare(self, waveforms: AudioInput, sample_rate: int | None = None) -> torch.Tensor:
         """Validate and batch audio: float32 ``(N, clip_samples)`` on ``self.device``."""

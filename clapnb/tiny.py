@@ -260,6 +260,10 @@ class TinyClap(ClapModel):
     def _encode_text(self, texts: list[str]) -> torch.Tensor:
         return F.normalize(self.text_encoder(texts), dim=-1)
 
+    def mel_filters(self) -> torch.Tensor:
+        """``(257, 64)`` mel filterbank of the front end."""
+        return self.audio_encoder.mel_fb.T
+
     # -- honesty about the vocabulary ----------------------------------------------
     @property
     def known_words(self) -> frozenset[str]:
