@@ -1,8 +1,8 @@
 """Stress tests for explanations: out-of-domain inputs, randomised models, and SSIM.
 
-* :func:`mix` / :func:`white_noise` / :func:`partners` build the out-of-domain inputs
-  of LMAC-ZS's evaluation: a clip mixed 0.8 / 0.2 with a clip of another class, or
-  with white noise (both parts normalised to the same RMS first).
+* :func:`out_of_domain` (with :func:`mix`, :func:`white_noise`, :func:`partners`) builds
+  the out-of-domain inputs of LMAC-ZS's evaluation: each clip mixed 0.8 / 0.2 with a clip
+  of another class, or with white noise (both parts normalised to the same RMS first).
 * :func:`cascading_randomization` is the model-randomisation test of Adebayo et al.
   (NeurIPS 2018): re-initialise the audio encoder's layers one by one from the top
   (output) down; an explanation that is faithful to the model must change as the
@@ -55,6 +55,17 @@ def partners(labels: Sequence[int], seed: int = 0) -> np.ndarray:
         raise ValueError("partners need clips of at least two classes")
     rng = np.random.default_rng(seed)
     return np.array([rng.choice(np.flatnonzero(labels != y)) for y in labels])
+
+
+def out_of_domain(audio: Sequence[np.ndarray], labels: Sequence[int], weight: float = 0.8,
+                  seed: int = 0) -> dict[str, list[np.ndarray]]:
+    """The two out-of-domain versions of a set of clips: ``{"mix": ..., "noise": ...}``, each
+    clip :func:`mix`-ed with a clip of another class (:func:`partners`) or with white noise."""
+    if len(audio) != len(labels):
+        raise ValueError(f"{len(audio)} clips but {len(labels)} labels")
+    other = partners(labels, seed)
+    return {"mix": [mix(a, audio[j], weight) for a, j in zip(audio, other)],
+            "noise": [mix(a, white_noise(len(a), seed + i), weight) for i, a in enumerate(audio)]}
 
 
 # ---------------------------------------------------------------------------------

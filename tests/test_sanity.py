@@ -124,3 +124,16 @@ def test_randomize_resets_modules_and_draws_bare_parameters():
     assert block.linear.weight.abs().max() <= 1 / np.sqrt(50)          # PyTorch's default init bound
     assert torch.equal(block.norm.running_mean, torch.zeros(50))
     assert block.bias_table.std().item() == pytest.approx(0.02, rel=0.05)
+
+
+def test_out_of_domain_mixes_each_clip_with_another_class_or_noise():
+    rng = np.random.default_rng(0)
+    audio = [rng.standard_normal(100).astype(np.float32) for _ in range(4)]
+    labels = [0, 0, 1, 1]
+    ood = sanity.out_of_domain(audio, labels, seed=2)
+    other = sanity.partners(labels, seed=2)
+    for i, a in enumerate(audio):
+        np.testing.assert_allclose(ood["mix"][i], sanity.mix(a, audio[other[i]]), rtol=1e-6)
+        np.testing.assert_allclose(ood["noise"][i], sanity.mix(a, sanity.white_noise(100, 2 + i)), rtol=1e-6)
+    with pytest.raises(ValueError, match="labels"):
+        sanity.out_of_domain(audio, labels[:3])
