@@ -1,0 +1,136 @@
+"""Concept representations downstream, offline: the figures notebooks 04 and 05 show.
+
+    python benchmarks/concepts_downstream.py [--clips-per-class 20] [--scenes 200] [--seed 2024]
+
+TinyCLAP on held-out synthetic data (a seed training never uses), each vocabulary
+filtered to the words TinyCLAP knows:
+
+* zero-shot accuracy ("This is a sound of {class}.") of the dense embeddings and of
+  concept reconstructions at several lam, per vocabulary, with 95 % bootstrap CIs;
+* top-3 ground truth: share of clips whose 3 strongest concepts hold the class name,
+  or the class name or one of its ``synth.CONCEPTS`` words;
+* caption <-> scene retrieval (R@1, R@5, R@10, mAP@10), dense vs concepts;
+* fine-tuning (a linear map H, 5-fold cross-validation): dense / concept, zero-shot /
+  fine-tuned accuracy and mean cosine to the clip's own prompt.
+
+The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+import clapnb
+from clapnb import concepts, synth
+from clapnb.cache import cached_audio_embeddings, cached_text_embeddings
+from clapnb.decompose import ConceptDecomposer, embedding_mean
+from clapnb.finetune import train_linear_map
+from clapnb.vocabulary import load_vocabulary, vocabulary_embeddings
+from clapnb.zeroshot import bootstrap_ci, class_prompts, zero_shot
+
+VOCABULARIES = ("baseline", "pruned", "clustered")
+LAMS = (1.0, 0.25, 0.1, 0.02)
+
+
+def ci(scores: dict, name: str) -> str:
+    return f"{scores[name]:.3f} [{scores[name + '_low']:.3f}, {scores[name + '_high']:.3f}]"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clips-per-class", type=int, default=20)
+    parser.add_argument("--scenes", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument("--epochs", type=int, default=30)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)  # the solver's tiny steps: one CPU thread is fastest
+    start = time.perf_counter()
+
+    model = clapnb.load_model("tiny")
+    clips = synth.load_synthetic_clips(n_per_class=args.clips_per_class, seed=args.seed)
+    audio = cached_audio_embeddings(model, clips)
+    prompts = model.embed_text(class_prompts(clips.class_names)).numpy()
+    scenes = synth.load_synthetic_scenes(n=args.scenes, seed=args.seed)
+    scene_emb = cached_audio_embeddings(model, scenes)
+    captions = [t for texts in scenes.captions for t in texts]
+    owner = np.array([i for i, texts in enumerate(scenes.captions) for _ in texts])
+    caption_emb = cached_text_embeddings(model, captions, f"{scenes.name}-captions")
+    scale = model.logit_scale
+    out: dict = {"model": model.name, "seed": args.seed, "n_clips": len(clips),
+                 "n_scenes": len(scenes), "lams": list(LAMS)}
+
+    dense = concepts.zero_shot_scores(audio, prompts, clips.labels, scale)
+    dense_ret = concepts.retrieval_scores(scene_emb, caption_emb, owner)
+    print(f"{len(clips)} clips, {len(scenes)} scenes / {len(captions)} captions (seed {args.seed})")
+    print(f"dense: zero-shot {ci(dense, 'accuracy')}; t2a R@1 {ci(dense_ret, 't2a_R@1')}, "
+          f"a2t R@1 {ci(dense_ret, 'a2t_R@1')}")
+    out["dense"] = {"accuracy": dense, "retrieval": dense_ret}
+    decomposers = {}
+    for name in VOCABULARIES:
+        vocab = load_vocabulary(name, size=2000, model=model).filter(
+            lambda w: not model.unknown_words(w))
+        decomposer = ConceptDecomposer(vocabulary_embeddings(model, vocab), vocab.words)
+        decomposers[name] = decomposer
+
+        def score_clips(dec):
+            return {**concepts.zero_shot_scores(dec.reconstruction, prompts, clips.labels, scale),
+                    **concepts.top_k_ground_truth(dec, clips.labels, clips.class_names,
+                                                  synth.CONCEPTS, k=3)}
+
+        zs = concepts.lambda_sweep(decomposer, audio, LAMS, score_clips,
+                                   audio_mean=embedding_mean(audio), progress=False)
+        ret = concepts.lambda_sweep(
+            decomposer, scene_emb, LAMS,
+            lambda dec: concepts.retrieval_scores(dec.reconstruction, caption_emb, owner),
+            audio_mean=embedding_mean(scene_emb), progress=False)
+        print(f"\n{name} ({len(vocab)} known words of 2000)")
+        print("   lam    l0  cosine  zero-shot acc          top-3 class name      "
+              "top-3 class/concept   t2a R@1               a2t R@1")
+        for z, r in zip(zs.to_dict("records"), ret.to_dict("records")):
+            print(f"{z['lam']:6g} {z['l0']:5.1f}  {z['cosine']:.3f}  {ci(z, 'accuracy')}  "
+                  f"{ci(z, 'class_name')}  {ci(z, 'class_or_concept')}  {ci(r, 't2a_R@1')}  "
+                  f"{ci(r, 'a2t_R@1')}")
+        out[name] = {"words": len(vocab), "zero_shot": zs.to_dict("records"),
+                     "retrieval": ret.to_dict("records")}
+
+    # fine-tuning, 5-fold cross-validation, pruned vocabulary, lam 0.1
+    decomposer, lam = decomposers["pruned"], 0.1
+    own = prompts[clips.labels] / np.linalg.norm(prompts[clips.labels], axis=1, keepdims=True)
+    names = ("dense zero-shot", "concept zero-shot", "dense fine-tuned", "concept fine-tuned")
+    predicted = {n: np.zeros(len(clips), int) for n in names}
+    cosine = {n: np.zeros(len(clips)) for n in names}
+    for fold in range(1, 6):
+        train, test = clips.folds != fold, clips.folds == fold
+        H = train_linear_map(audio[train], clips.labels[train], prompts, epochs=args.epochs,
+                             progress=False)
+        hz = H(audio)
+        reps = {"dense zero-shot": audio[test],
+                "concept zero-shot": decomposer(audio[test], lam=lam, progress=False,
+                                                audio_mean=embedding_mean(audio[train])).reconstruction.numpy(),
+                "dense fine-tuned": hz[test],
+                "concept fine-tuned": decomposer(hz[test], lam=lam, progress=False,
+                                                 audio_mean=embedding_mean(hz[train])).reconstruction.numpy()}
+        for n, rep in reps.items():
+            predicted[n][test] = zero_shot(rep, prompts, scale).predictions
+            cosine[n][test] = (rep * own[test]).sum(1) / np.linalg.norm(rep, axis=1)
+    print(f"\nfine-tuning (pruned, lam {lam}, 5-fold CV, {args.epochs} epochs)")
+    out["finetune"] = {}
+    for n in names:
+        mean, low, high = bootstrap_ci(predicted[n] == clips.labels)
+        print(f"{n:20s} accuracy {mean:.3f} [{low:.3f}, {high:.3f}]  cosine to own prompt "
+              f"{cosine[n].mean():.3f}")
+        out["finetune"][n] = {"accuracy": mean, "low": low, "high": high,
+                              "cosine": float(cosine[n].mean())}
+    out["seconds"] = round(time.perf_counter() - start, 1)
+    print(f"\n{out['seconds']} s")
+    print(json.dumps(out))
+    return out
+
+
+if __name__ == "__main__":
+    main()
