@@ -274,7 +274,7 @@ def lmaczs_explainer(decoder, check_model: bool = True) -> Explainer:
             return lmaczs.predict_masks(model, decoder, magnitude, text).cpu()
         with torch.no_grad():
             magnitude = magnitude.to(model.device)
-            return decoder(model.encode_spectrogram(magnitude).features, text, magnitude).cpu()
+            return decoder(model.encode_spectrogram(magnitude), text, magnitude).cpu()
 
     explain.__name__ = "lmaczs"
     return explain

@@ -206,3 +206,26 @@ def test_gradcam_on_random_laion_taps_a_swin_stage(laion_model):
 def laion_model():
     from clapnb import laion
     return laion.random_laion("HTSAT-tiny", seed=0)
+
+
+def test_explainers_share_one_interface_and_lmaczs_checks_its_model():
+    from clapnb import lmaczs, sanity
+    from clapnb.tiny import load_tiny
+    model = load_tiny("cpu")
+    decoder = lmaczs.new_decoder(model).eval()
+    x = _short_clips(model)
+    prompts = model.embed_text(["This is a sound of siren.", "This is a sound of rain."])
+    target = torch.tensor([1, 0])
+    methods = attribution.explainers(decoder, ig_steps=2, smooth_samples=2)
+    assert list(methods) == ["LMAC-ZS", "Saliency", "SmoothGrad", "Integrated Gradients",
+                             "Grad-CAM", "Grad-CAM++"]
+    for name, explain in methods.items():
+        masks = explain(model, x, prompts, target)
+        assert masks.shape == x.shape and masks.min() >= 0 and masks.max() <= 1, name
+    torch.testing.assert_close(methods["LMAC-ZS"](model, x, prompts, target),
+                               lmaczs.predict_masks(model, decoder, x, prompts[target]))
+    _, broken = next(sanity.cascading_randomization(model))
+    with pytest.raises(ValueError, match="trained for model"):
+        methods["LMAC-ZS"](broken, x, prompts, target)
+    unchecked = attribution.lmaczs_explainer(decoder, check_model=False)
+    assert unchecked(broken, x, prompts, target).shape == x.shape
