@@ -1,7 +1,6 @@
 """Baselines through captum: checked on a linear toy model where every attribution can be
 written down by hand, then on TinyCLAP and a random LAION-CLAP against plain autograd."""
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
