@@ -39,7 +39,7 @@ TRAIN_SEED, VAL_SEED = 1, 777
 class TrainSettings:
     scenes: int = 400
     batch_size: int = 6
-    steps: int = 600
+    steps: int = 1000
     lr: float = 3e-3
     width: int = 32
     seed: int = 0
