@@ -11,14 +11,6 @@ from clapnb.decompose import ConceptDecomposer, Decomposition
 from clapnb.zeroshot import retrieval_metrics
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def orthonormal_problem(n=6, v=12, d=16, seed=0):
     """v orthonormal concept rows and n unit targets: without centering the non-negative
     lasso is separable, w_j = max(0, c_j . z - lam / 2), so l0 and the weights are known."""

@@ -11,15 +11,6 @@ from clapnb.decompose import (ConceptDecomposer, Decomposition, decompose, duali
 from clapnb.model import default_device
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small problems: one thread is fastest on a shared CPU (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def unit_rows(rng: np.random.Generator, n: int, d: int, offset: float = 0.0) -> np.ndarray:
     """Random unit vectors, optionally sharing a common offset (like CLAP embeddings do)."""
     x = rng.standard_normal((n, d)) + offset * rng.standard_normal(d)

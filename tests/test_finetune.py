@@ -10,14 +10,6 @@ from clapnb.finetune import LinearMap, train_linear_map
 from clapnb.zeroshot import zero_shot
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def rotated_world(n_per_class=20, n_classes=6, d=12, noise=0.15, seed=0):
     """Prompts t_c (C, D) and audio z = R t_y + noise: the audio space is the text space
     turned by a random rotation R, so zero-shot fails and H = R^T is the right map."""
