@@ -448,22 +448,36 @@ def caption_prompt(scenes, i: int, rng: np.random.Generator) -> str:
 
 class SceneBatches:
     """``batches(step) -> (waveforms (B, S), prompts [B])``: deterministic in (seed, step),
-    so training can stop and resume anywhere. Audio is loaded once and kept in memory."""
+    so training can stop and resume anywhere.
+
+    With ``preload`` (the default, right for the small synthetic sets) every clip is
+    loaded once and kept in memory; without it (large sets such as Clotho: 10 s at
+    48 kHz is 1.9 MB a clip) each batch loads its clips when it is drawn.
+    """
 
     def __init__(self, model: ClapModel, scenes, batch_size: int = 8, seed: int = 0,
-                 prompt: Callable = event_prompt, progress: bool = True):
+                 prompt: Callable = event_prompt, preload: bool = True, progress: bool = True):
         if batch_size < 2:
             raise ValueError(f"batch_size must be at least 2 (mismatched pairs need 2 clips), "
                              f"got {batch_size}")
-        self.scenes, self.batch_size, self.seed, self.prompt = scenes, batch_size, seed, prompt
-        clips = [scenes.audio(i) for i in tqdm(range(len(scenes)), desc="loading clips",
-                                               disable=not progress)]
-        self.audio = model.prepare(clips, scenes.sample_rate).cpu()
+        if batch_size > len(scenes):
+            raise ValueError(f"batch_size {batch_size} is larger than the {len(scenes)} clips given")
+        self.model, self.scenes, self.batch_size = model, scenes, batch_size
+        self.seed, self.prompt = seed, prompt
+        self.audio = None
+        if preload:
+            clips = [scenes.audio(i) for i in tqdm(range(len(scenes)), desc="loading clips",
+                                                   disable=not progress)]
+            self.audio = model.prepare(clips, scenes.sample_rate).cpu()
 
     def __call__(self, step: int) -> tuple[torch.Tensor, list[str]]:
         rng = np.random.default_rng([self.seed, step])
         idx = rng.choice(len(self.scenes), size=self.batch_size, replace=False)
-        return self.audio[idx], [self.prompt(self.scenes, int(i), rng) for i in idx]
+        prompts = [self.prompt(self.scenes, int(i), rng) for i in idx]
+        if self.audio is not None:
+            return self.audio[idx], prompts
+        clips = [self.scenes.audio(int(i)) for i in idx]
+        return self.model.prepare(clips, self.scenes.sample_rate), prompts
 
 
 # ---------------------------------------------------------------------------------

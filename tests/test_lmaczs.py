@@ -127,6 +127,16 @@ def test_explain_with_the_committed_decoder(model, scenes):
     torch.testing.assert_close(again, ex.mask)
 
 
+def test_batches_are_the_same_loaded_up_front_or_on_demand(model, scenes):
+    kept = lmaczs.SceneBatches(model, scenes, batch_size=3, seed=4, progress=False)
+    lazy = lmaczs.SceneBatches(model, scenes, batch_size=3, seed=4, preload=False)
+    for step in (0, 7):
+        (wa, pa), (wb, pb) = kept(step), lazy(step)
+        assert pa == pb
+        torch.testing.assert_close(wa, wb)
+    assert kept(0)[1] != kept(1)[1] or not torch.equal(kept(0)[0], kept(1)[0])
+
+
 def test_mel_to_stft_weights_are_convex_mixes(model):
     weights = lmaczs.new_decoder(model).mel_to_stft
     assert weights.shape == (257, 64) and weights.min() >= 0
@@ -241,5 +251,7 @@ def test_mismatched_batch_and_bad_training_settings_are_refused(model, scenes):
         lmaczs.predict_masks(model, decoder, torch.ones(2, 257, 313), model.embed_text(["rain"]))
     with pytest.raises(ValueError, match="batch_size"):
         lmaczs.SceneBatches(model, scenes, batch_size=1, progress=False)
+    with pytest.raises(ValueError, match="larger than"):
+        lmaczs.SceneBatches(model, scenes, batch_size=len(scenes) + 1, progress=False)
     with pytest.raises(ValueError, match="steps"):
         lmaczs.train_decoder(model, decoder, lambda step: None, steps=0)
