@@ -48,15 +48,19 @@ def spectrogram_db(magnitude, floor_db: float = -80.0) -> np.ndarray:
 
 
 def plot_spectrogram(magnitude, sample_rate: int, hop_length: int, ax=None, title: str = "",
-                     mask=None, mask_alpha: float = 0.5):
-    """Show a linear-magnitude STFT ``(F, T)`` in dB; optionally overlay a mask in [0, 1]."""
+                     mask=None, mask_alpha: float = 0.7):
+    """Show a linear-magnitude STFT ``(F, T)`` in dB; optionally overlay a mask in [0, 1]
+    (in cyan, its opacity ``mask_alpha * mask``)."""
     ax = ax or plt.gca()
     m = _np(magnitude)
     extent = [0, m.shape[1] * hop_length / sample_rate, 0, sample_rate / 2000]
     ax.imshow(spectrogram_db(m), origin="lower", aspect="auto", extent=extent, cmap="magma")
-    if mask is not None:
-        ax.imshow(_np(mask), origin="lower", aspect="auto", extent=extent, cmap="Greens",
-                  alpha=mask_alpha, vmin=0, vmax=1)
+    if mask is not None:  # cyan, as opaque as the mask is high: mask 0 leaves the spectrogram as is
+        m = np.clip(_np(mask).astype(np.float32), 0, 1)
+        rgba = np.zeros((*m.shape, 4), dtype=np.float32)
+        rgba[..., :3] = (0.0, 1.0, 1.0)
+        rgba[..., 3] = mask_alpha * m
+        ax.imshow(rgba, origin="lower", aspect="auto", extent=extent)
     ax.set(xlabel="time (s)", ylabel="frequency (kHz)", title=title)
     return ax
 
