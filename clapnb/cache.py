@@ -81,6 +81,28 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
         raise
 
 
+def save_half_state(state: dict[str, Any], path: str | os.PathLike) -> None:
+    """Write a state dict with ``torch.save``, float tensors as float16 (half the file),
+    atomically. Saved through a buffer, so the same weights always give the same bytes."""
+    import io
+
+    import torch
+    half = {k: (v.half() if v.is_floating_point() else v).detach().cpu().clone()
+            for k, v in state.items()}
+    buffer = io.BytesIO()
+    torch.save(half, buffer)
+    with atomic_write(path, "wb") as f:
+        f.write(buffer.getvalue())
+
+
+def load_float_state(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a state dict written by :func:`save_half_state` (``weights_only=True``, on the
+    CPU), float tensors back as float32."""
+    import torch
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
 def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
     """``np.savez`` written atomically."""
     with atomic_write(path) as f:

@@ -82,7 +82,7 @@ from torch import nn
 from tqdm import tqdm  # plain text bars: widget bars can stall headless notebook runs
 
 from clapnb.audio import AudioInput
-from clapnb.cache import atomic_write
+from clapnb.cache import atomic_write, cache_dir, load_float_state, save_half_state
 from clapnb.model import AudioEncoding, ClapModel, check_texts
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -604,19 +604,13 @@ def _load_checkpoint(path: str | Path, decoder: MaskDecoder, optimiser, schedule
 def save_decoder(decoder: MaskDecoder, path: str | Path) -> None:
     """Write the weights (float16 state dict) to ``path`` and the config to ``path.json``."""
     path = Path(path)
-    state = {k: v.detach().half().cpu().clone() if v.is_floating_point() else v.cpu()
-             for k, v in decoder.state_dict().items()}
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    with atomic_write(path, "wb") as f:
-        f.write(buffer.getvalue())
+    save_half_state(decoder.state_dict(), path)
     with atomic_write(path.with_suffix(".json"), "w") as f:
         f.write(json.dumps(asdict(decoder.config), indent=1))
 
 
 def trained_decoder_path(model: ClapModel) -> Path:
     """Where notebook 06 saves a decoder it trains for ``model`` (in the clapnb cache)."""
-    from clapnb.cache import cache_dir
     return cache_dir("lmaczs") / (model.name.replace("/", "_") + f"-{model.cache_key[-12:]}.pt")
 
 
@@ -641,8 +635,7 @@ def load_decoder(model: ClapModel, path: str | Path | None = None) -> MaskDecode
     config = DecoderConfig(**json.loads(path.with_suffix(".json").read_text()))
     decoder = MaskDecoder(config, model.mel_filters())
     check_decoder(model, decoder)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    decoder.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    decoder.load_state_dict(load_float_state(path))
     return decoder.eval().to(model.device)
 
 

@@ -22,7 +22,6 @@ model actually saw in training: treat any other word's embedding with suspicion.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -33,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clapnb.cache import atomic_write
+from clapnb.cache import atomic_write, load_float_state, save_half_state
 from clapnb.model import AudioEncoding, ClapModel, StftConfig, default_device
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -293,12 +292,7 @@ def _digest(*paths: Path) -> str:
 def save_tiny(model: TinyClap, weights: Path = WEIGHTS_FILE, config: Path = CONFIG_FILE) -> None:
     """Write the state dict (``torch.save``, float tensors as float16 to halve the file)
     and the JSON config, each atomically."""
-    state = {k: (v.half() if v.is_floating_point() else v).detach().cpu().clone()
-             for k, v in model.state_dict().items()}
-    buffer = io.BytesIO()  # saved via a buffer: the same weights give the same bytes
-    torch.save(state, buffer)
-    with atomic_write(weights, "wb") as f:
-        f.write(buffer.getvalue())
+    save_half_state(model.state_dict(), weights)
     with atomic_write(config, "w") as f:
         f.write(json.dumps(asdict(model.config), indent=1))
 
@@ -317,6 +311,5 @@ def load_tiny(device: str | torch.device | None = None, weights: Path = WEIGHTS_
                                     "(re-create it with: python scripts/train_tinyclap.py)")
     cfg = TinyConfig.from_dict(json.loads(config.read_text()))
     model = TinyClap(cfg, cache_key=f"tiny-{_digest(weights, config)[:16]}")
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    model.load_state_dict(load_float_state(weights))
     return model.eval().to(default_device(device))
