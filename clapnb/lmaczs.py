@@ -655,8 +655,7 @@ def ground_truth_scores(model: ClapModel, decoder: MaskDecoder, scenes, class_na
             unchanged when only the predicted class's masked-in audio is kept;
         present_mask_mean, absent_mask_mean, n_scenes, n_events.
     """
-    from sklearn.metrics import roc_auc_score
-
+    from clapnb.metrics import roc_auc
     from clapnb.synth import event_masks
     check_decoder(model, decoder)
     if scenes.events is None:
@@ -678,7 +677,7 @@ def ground_truth_scores(model: ClapModel, decoder: MaskDecoder, scenes, class_na
         for label, gt in zip(labels, truth):
             c = list(class_names).index(label)
             if gt.any() and not gt.all():
-                aucs.append(roc_auc_score(gt.ravel(), masks[c].cpu().numpy().ravel()))
+                aucs.append(roc_auc(masks[c], gt))
             present.append(means[c])
         absent.extend(means[c] for c, name in enumerate(class_names) if name not in labels)
     return {"gt_auc": float(np.mean(aucs)),
