@@ -27,7 +27,7 @@ import torch
 
 import clapnb
 from clapnb import concepts, synth
-from clapnb.cache import cached_audio_embeddings, cached_text_embeddings
+from clapnb.embeddings import cached_audio_embeddings, cached_text_embeddings
 from clapnb.decompose import ConceptDecomposer, embedding_mean
 from clapnb.finetune import train_linear_map
 from clapnb.vocabulary import load_vocabulary, vocabulary_embeddings

@@ -55,8 +55,8 @@ def random_embeddings(n: int, vocab_size: int, dim: int = 512, rank: int = 64, s
 def model_embeddings(n: int, vocab_size: int) -> tuple[np.ndarray, np.ndarray, list[str], str]:
     """Audio embeddings of ``n`` synthetic clips and the baseline vocabulary's text embeddings."""
     from clapnb import synth
-    from clapnb.cache import cached_audio_embeddings
-    from clapnb.model import load_model
+    from clapnb.embeddings import cached_audio_embeddings
+    from clapnb.registry import load_model
     from clapnb.vocabulary import load_vocabulary, vocabulary_embeddings
 
     model = load_model("auto", device="cpu")

@@ -122,9 +122,9 @@ def main(argv: list[str] | None = None) -> dict:
         results[name]["sanity_ssim"] = {layer: float(v) for layer, v in ssim[name].items()}
 
     # --- ground truth (offline: synthetic scenes) ---------------------------------
-    if model.kind == "tiny":
-        from clapnb.synth import load_synthetic_scenes
-        scenes = load_synthetic_scenes(n=args.scenes, seed=args.seed, min_events=2, max_events=3)
+    world = clapnb.ground_truth(model)
+    if world is not None:
+        scenes = world.scenes(n=args.scenes, seed=args.seed, min_events=2, max_events=3)
         print(f"\nground-truth ROC-AUC on {len(scenes)} scenes of 2-3 events:")
         for name, explain in methods.items():
             aucs = metrics.ground_truth_auc(model, explain, scenes, prompt_emb, clips.class_names)
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     out = {"model": model.name, "n_clips": len(clips), "accuracy": accuracy, "methods": results,
            "lmaczs_ms": round(lmaczs_ms, 2), "ig_ms": round(ig_ms, 2), "ig_steps": args.ig_steps}
-    if model.kind == "tiny":
+    if world is not None:
         baselines = [n for n in methods if n != "LMAC-ZS"]
         lm = results["LMAC-ZS"]
         out["targets"] = {

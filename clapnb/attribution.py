@@ -10,7 +10,8 @@ then explains it unchanged:
 * ``"integrated_gradients"`` — ``(log X - log B) * mean gradient`` on the straight path from a
   near-silent baseline ``B`` (every bin :data:`FLOOR_DB` below the clip's loudest) to ``X``
   (``IntegratedGradients``);
-* ``"gradcam"`` — Grad-CAM on an encoder feature map (``LayerGradCam``);
+* ``"gradcam"`` — Grad-CAM on an encoder feature map (``LayerGradCam`` on the layer the
+  backend hands over, ``model.feature_tap``);
 * ``"gradcam++"`` — Grad-CAM++ (Chattopadhay et al. 2018), not in captum: :func:`gradcam_plus_plus`
   computes it from captum's ``LayerActivation`` and ``LayerGradientXActivation`` outputs.
 
@@ -30,14 +31,15 @@ outputs masks in [0, 1] directly.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tqdm import tqdm
 
+from clapnb import lmaczs
 from clapnb.model import ClapModel
 
 #: Integrated Gradients starts from every bin this far below the clip's loudest bin (dB);
@@ -45,8 +47,24 @@ from clapnb.model import ClapModel
 FLOOR_DB = 100.0
 #: the baselines, by name
 METHODS = ("saliency", "smoothgrad", "integrated_gradients", "gradcam", "gradcam++")
-#: ``(model, magnitude (N, F, T), prompt_emb (C, D), target (N,)) -> masks (N, F, T)``
-Explainer = Callable[[ClapModel, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@runtime_checkable
+class Explainer(Protocol):
+    """What every method here is, LMAC-ZS and the gradient baselines alike (peers, one shape):
+    ``explainer(model, magnitude (N, F, T), prompt_emb (C, D), target (N,)) -> masks (N, F, T)``
+    in [0, 1] on the CPU, the mask of each clip for its ``target`` prompt.
+
+    As in captum, a method never guesses a model's insides: the layer it needs comes from the
+    model's own interface (``model.feature_tap``, ``model.encode_spectrogram``). The model is
+    an argument of the call so that the randomisation check can hand every explainer the
+    same broken copies.
+    """
+
+    name: str
+
+    def __call__(self, model: ClapModel, magnitude: torch.Tensor, prompt_emb: torch.Tensor,
+                 target: torch.Tensor) -> torch.Tensor: ...
 
 
 def zero_shot_forward(model: ClapModel, prompt_emb: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -65,58 +83,8 @@ def zero_shot_forward(model: ClapModel, prompt_emb: torch.Tensor) -> Callable[[t
 
 
 # ---------------------------------------------------------------------------------
-# Grad-CAM: a tap on an encoder feature map, and the way back to the STFT grid
+# Grad-CAM: the backend's feature tap, and the way back to the STFT grid
 # ---------------------------------------------------------------------------------
-def _unfold_laion(x: torch.Tensor, r: int) -> torch.Tensor:
-    """Inverse of ``LaionClap._fold``: ``(N, C, H/r, r*W)`` map -> ``(N, H*W, C)`` tokens."""
-    n, c, h_r, rw = x.shape
-    return x.reshape(n, c, h_r, r, rw // r).permute(0, 1, 3, 2, 4).reshape(n, c, -1).transpose(1, 2)
-
-
-@contextmanager
-def feature_tap(model: ClapModel, index: int = -1) -> Iterator[nn.Module]:
-    """An ``nn.Identity`` through which the encoder feature map
-    ``model.encode_spectrogram(X).features[index]`` ``(N, C, F', T')`` flows while the
-    context is open: the layer to give captum's layer methods.
-
-    TinyCLAP: the output of conv block ``index``. LAION-CLAP: the output of Swin stage
-    ``index`` (features 1-4; the patch embedding, feature 0, is not supported), folded
-    from HTSAT's token layout to frequency x time and back, so gradients flow through it.
-    """
-    tap = nn.Identity()
-    if hasattr(model, "audio_encoder") and hasattr(model.audio_encoder, "blocks"):   # TinyCLAP
-        blocks = model.audio_encoder.blocks
-        _check_index(index, len(blocks), "conv block")
-        handle = blocks[index].register_forward_hook(lambda module, inputs, out: tap(out))
-    elif hasattr(model, "clap"):                                                       # LAION-CLAP
-        layers = model.clap.audio_branch.layers
-        n = len(layers) + 1
-        _check_index(index, n, "feature map")
-        if index % n == 0:
-            raise ValueError("Grad-CAM on LAION-CLAP taps a Swin stage (features 1-4 or -1..-4), "
-                             "not the patch embedding (feature 0)")
-        layer = layers[index % n - 1]
-        r = model.clap.audio_branch.freq_ratio
-
-        def hook(module, inputs, out):
-            tokens, attn = out
-            return _unfold_laion(tap(model._fold(tokens, layer.input_resolution)), r), attn
-
-        handle = layer.blocks[-1].register_forward_hook(hook)
-    else:
-        raise TypeError(f"no Grad-CAM layer known for {type(model).__name__}; supported: "
-                        "TinyCLAP and LAION-CLAP")
-    try:
-        yield tap
-    finally:
-        handle.remove()
-
-
-def _check_index(index: int, n: int, what: str) -> None:
-    if not -n <= index < n:
-        raise IndexError(f"{what} index {index} out of range: this model has {n} ({-n}..{n - 1})")
-
-
 def cam_to_stft(model: ClapModel, cam: torch.Tensor, n_frames: int) -> torch.Tensor:
     """A map on the encoder's mel x time grid ``(N, F', T')`` -> the STFT grid ``(N, F, n_frames)``.
 
@@ -165,7 +133,7 @@ def attribute(model: ClapModel, magnitude: torch.Tensor, prompt_emb: torch.Tenso
         magnitude: ``(N, F, T)`` linear STFT magnitudes.
         prompt_emb: ``(C, D)`` prompt embeddings; ``target`` ``(N,)`` picks a row per clip.
         method: one of :data:`METHODS`.
-        feature_index: Grad-CAM's feature map (see :func:`feature_tap`); -1 = the deepest.
+        feature_index: Grad-CAM's feature map (see ``model.feature_tap``); -1 = the deepest.
         ig_steps: integration points of Integrated Gradients.
         smooth_samples, smooth_noise: SmoothGrad's noisy copies, and the standard deviation
             of the noise added to ``log X`` as a fraction of the :data:`FLOOR_DB` range
@@ -208,7 +176,7 @@ def attribute(model: ClapModel, magnitude: torch.Tensor, prompt_emb: torch.Tenso
                 n_steps=ig_steps, internal_batch_size=internal_batch_size)
         return out.detach()
     x.requires_grad_()
-    with feature_tap(model, feature_index) as tap:
+    with model.feature_tap(feature_index) as tap:
         if method == "gradcam":
             cam = LayerGradCam(forward, tap).attribute(x, target=target, relu_attributions=True)[:, 0]
         else:
@@ -242,16 +210,52 @@ def baseline_masks(model: ClapModel, magnitude: torch.Tensor, prompt_emb: torch.
     return torch.cat(out)
 
 
-def baseline_explainer(method: str, **options) -> Explainer:
-    """:func:`baseline_masks` of one ``method`` as an :data:`Explainer`."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+@dataclass(frozen=True)
+class GradientExplainer:
+    """A captum gradient baseline as an :class:`Explainer`: :func:`baseline_masks` of ``method``
+    (one of :data:`METHODS`) with ``options`` for :func:`attribute`."""
 
-    def explain(model, magnitude, prompt_emb, target):
-        return baseline_masks(model, magnitude, prompt_emb, target, method, **options)
+    method: str
+    options: dict = field(default_factory=dict)
 
-    explain.__name__ = method
-    return explain
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+
+    @property
+    def name(self) -> str:
+        return self.method
+
+    def __call__(self, model: ClapModel, magnitude: torch.Tensor, prompt_emb: torch.Tensor,
+                 target: torch.Tensor) -> torch.Tensor:
+        return baseline_masks(model, magnitude, prompt_emb, target, self.method, **self.options)
+
+
+@dataclass(frozen=True)
+class LmacZsExplainer:
+    """LMAC-ZS as an :class:`Explainer`: the decoder's mask for each clip's target prompt.
+
+    ``check_model=False`` skips the check that ``model`` is the one the decoder was trained
+    for: only for the randomisation test, which feeds it a broken copy on purpose.
+    """
+
+    decoder: lmaczs.MaskDecoder
+    check_model: bool = True
+    name = "lmaczs"
+
+    def __call__(self, model: ClapModel, magnitude: torch.Tensor, prompt_emb: torch.Tensor,
+                 target: torch.Tensor) -> torch.Tensor:
+        text = prompt_emb.to(model.device)[torch.as_tensor(target, device=model.device)]
+        if self.check_model:
+            return lmaczs.predict_masks(model, self.decoder, magnitude, text).cpu()
+        with torch.no_grad():
+            magnitude = magnitude.to(model.device)
+            return self.decoder(model.encode_spectrogram(magnitude), text, magnitude).cpu()
+
+
+def baseline_explainer(method: str, **options) -> GradientExplainer:
+    """:func:`baseline_masks` of one ``method`` as an :class:`Explainer`."""
+    return GradientExplainer(method, options)
 
 
 #: how the tables and plots name each method
@@ -260,28 +264,13 @@ LABELS = {"lmaczs": "LMAC-ZS", "saliency": "Saliency", "smoothgrad": "SmoothGrad
           "gradcam++": "Grad-CAM++"}
 
 
-def lmaczs_explainer(decoder, check_model: bool = True) -> Explainer:
-    """LMAC-ZS as an :data:`Explainer`: the decoder's mask for each clip's target prompt.
-
-    ``check_model=False`` skips the check that ``model`` is the one the decoder was
-    trained for: only for the randomisation test, which feeds it a broken copy on purpose.
-    """
-    from clapnb import lmaczs
-
-    def explain(model, magnitude, prompt_emb, target):
-        text = prompt_emb.to(model.device)[torch.as_tensor(target, device=model.device)]
-        if check_model:
-            return lmaczs.predict_masks(model, decoder, magnitude, text).cpu()
-        with torch.no_grad():
-            magnitude = magnitude.to(model.device)
-            return decoder(model.encode_spectrogram(magnitude), text, magnitude).cpu()
-
-    explain.__name__ = "lmaczs"
-    return explain
+def lmaczs_explainer(decoder: lmaczs.MaskDecoder, check_model: bool = True) -> LmacZsExplainer:
+    """LMAC-ZS as an :class:`Explainer` (see :class:`LmacZsExplainer`)."""
+    return LmacZsExplainer(decoder, check_model)
 
 
 def explainers(decoder=None, check_model: bool = True, **options) -> dict[str, Explainer]:
-    """Every method as an :data:`Explainer`, keyed by its label (:data:`LABELS`): LMAC-ZS
+    """Every method as an :class:`Explainer`, keyed by its label (:data:`LABELS`): LMAC-ZS
     first when a ``decoder`` is given, then the baselines (``options`` go to :func:`attribute`)."""
     out = {LABELS["lmaczs"]: lmaczs_explainer(decoder, check_model)} if decoder is not None else {}
     out.update({LABELS[m]: baseline_explainer(m, **options) for m in METHODS})

@@ -16,9 +16,8 @@ import os
 from pathlib import Path
 
 from clapnb.cache import cache_dir
-from clapnb.datasets import SceneSet
+from clapnb.datasets import SceneSet, WavLoader
 from clapnb.download import download_and_extract, download_file
-from clapnb.esc50 import WavLoader
 
 #: Zenodo folder holding the Clotho v2.1 files
 CLOTHO_URL = "https://zenodo.org/records/4783391/files"

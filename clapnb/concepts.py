@@ -1,4 +1,5 @@
-"""Concept decompositions put to work: sweeps over lam, zero-shot, retrieval, ground truth.
+"""Concept decompositions put to work: concept spaces, sweeps over lam, zero-shot, retrieval,
+ground truth.
 
 The concept paper (Zhang, Thomaz & Lu, IJCNN 2025) replaces a dense CLAP audio
 embedding by the reconstruction of its sparse concept decomposition and asks what
@@ -7,6 +8,8 @@ that costs downstream. Every scorer here takes an *audio representation*
 dense and concept rows of a table come from the same code::
 
     from clapnb import concepts
+    space = concepts.concept_space(model, "pruned", reference=audio_emb)   # words + embeddings + mean
+    decomposer = space.decomposer()
     dense = concepts.zero_shot_scores(audio_emb, prompt_emb, labels)
     table = concepts.lambda_sweep(
         decomposer, audio_emb, [1.0, 0.25, 0.05],
@@ -27,10 +30,41 @@ import pandas as pd
 import torch
 from tqdm import tqdm  # plain text bars: widget bars can stall headless notebook runs (nbclient#312)
 
-from clapnb.decompose import ConceptDecomposer, Decomposition
+from clapnb.decompose import ConceptDecomposer, ConceptSpace, Decomposition, embedding_mean
+from clapnb.model import ClapModel
+from clapnb.vocabulary import PAPER_SIZE, Vocabulary, load_vocabulary, vocabulary_embeddings
 from clapnb.zeroshot import bootstrap_ci, cosine_matrix, retrieval_metrics, zero_shot
 
 Array = np.ndarray | torch.Tensor
+
+
+def concept_space(model: ClapModel, vocabulary: str | Vocabulary = "pruned",
+                  size: int | None = PAPER_SIZE, reference: Array | None = None,
+                  known_words_only: bool = True) -> ConceptSpace:
+    """A vocabulary embedded by ``model``, ready to decompose with.
+
+    The chain every concept notebook needs, once: load the word list (``"clustered"`` is
+    built for ``model``), drop the words the model never learned (``known_words_only``;
+    LAION-CLAP's sub-word tokenizer knows them all), embed the rest (cached) and, given
+    ``reference`` ``(N, D)`` audio embeddings, centre on their mean.
+
+    Args:
+        model: the active model.
+        vocabulary: a vocabulary name (``"baseline"``, ``"pruned"``, ``"clustered"``, ...)
+            or a :class:`~clapnb.vocabulary.Vocabulary`.
+        size: the first ``size`` words of a named vocabulary (the paper: 2,000).
+        reference: audio embeddings whose mean centres decompositions (SpLiCE's
+            centring); ``None``: each decomposition centres on its own batch.
+        known_words_only: leave out words the model never learned (listed in ``dropped``).
+    """
+    vocab = vocabulary if isinstance(vocabulary, Vocabulary) else \
+        load_vocabulary(vocabulary, size=size, model=model)
+    kept = vocab.filter(lambda word: not model.unknown_words(word)) if known_words_only else vocab
+    known = set(kept.words)
+    dropped = tuple(w for w in vocab.words if w not in known)
+    return ConceptSpace(list(kept.words), vocabulary_embeddings(model, kept),
+                        None if reference is None else embedding_mean(reference),
+                        name=f"{vocab.name} @ {model.name}", dropped=dropped)
 
 
 def _interval(name: str, values: np.ndarray, n_boot: int, seed: int) -> dict[str, float]:

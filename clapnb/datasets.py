@@ -4,17 +4,21 @@
 * :class:`SceneSet` — clips with captions, for text<->audio retrieval; offline
   scenes also carry their ground-truth events.
 
-Audio is loaded lazily through ``loader(i)`` so that a 2,000-clip set does not
-sit in memory; :mod:`clapnb.cache` stores embeddings keyed on ``clip_ids``.
+Audio is loaded lazily through ``loader(i)`` (for files: a :class:`WavLoader`) so
+that a 2,000-clip set does not sit in memory; :mod:`clapnb.embeddings` stores
+embeddings keyed on ``clip_ids``. Which sets go with which model is the
+registry's business (:func:`clapnb.registry.load_clips`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
 
 
 @dataclass
@@ -96,40 +100,18 @@ class SceneSet:
                        index=base[idx])
 
 
-# ---------------------------------------------------------------------------------
-# One call per kind of data, following the active model (no mode branches in notebooks)
-# ---------------------------------------------------------------------------------
-def _per_class(labels: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the first ``k`` clips of every class, in dataset order."""
-    keep = np.zeros(len(labels), dtype=bool)
-    for c in np.unique(labels):
-        keep[np.flatnonzero(labels == c)[:k]] = True
-    return keep
+@dataclass(frozen=True)
+class WavLoader:
+    """``i -> float32 mono (S,)``: reads ``paths[i]`` with soundfile (picklable).
 
-
-def load_clips(model, max_per_class: int | None = None, seed: int = 0) -> ClipSet:
-    """Labelled clips for zero-shot classification: ESC-50 for LAION-CLAP, the
-    synthetic single-event clips for TinyCLAP (held-out seed, never seen in training).
-
-    Args:
-        model: the active :class:`~clapnb.model.ClapModel` (its ``kind`` decides).
-        max_per_class: keep at most this many clips per class (fast settings).
-        seed: seed of the synthetic set (offline only).
+    Multi-channel files are averaged to mono; a file at another rate is an error.
     """
-    if model.kind == "tiny":
-        from clapnb.synth import load_synthetic_clips
-        return load_synthetic_clips(n_per_class=max_per_class or 40, seed=seed)
-    from clapnb.esc50 import load_esc50
-    clips = load_esc50()
-    return clips if max_per_class is None else clips.subset(_per_class(clips.labels, max_per_class))
 
+    paths: tuple[Path, ...]
+    sample_rate: int
 
-def load_scenes(model, max_items: int | None = None, seed: int = 0) -> SceneSet:
-    """Captioned clips for retrieval: Clotho evaluation for LAION-CLAP, synthetic
-    scenes (with ground-truth events) for TinyCLAP."""
-    if model.kind == "tiny":
-        from clapnb.synth import load_synthetic_scenes
-        return load_synthetic_scenes(n=max_items or 200, seed=seed)
-    from clapnb.clotho import load_clotho
-    scenes = load_clotho("evaluation")
-    return scenes if max_items is None else scenes.subset(np.arange(min(max_items, len(scenes))))
+    def __call__(self, i: int) -> np.ndarray:
+        x, sr = sf.read(self.paths[i], dtype="float32", always_2d=True)
+        if sr != self.sample_rate:
+            raise ValueError(f"{self.paths[i]} is sampled at {sr} Hz, expected {self.sample_rate} Hz")
+        return x.mean(axis=1)

@@ -53,14 +53,14 @@ import math
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm  # plain text bars: widget bars can stall headless notebook runs (nbclient#312)
 
-from clapnb.model import default_device
+from clapnb.settings import default_device
 
 Array = np.ndarray | torch.Tensor
 
@@ -418,6 +418,70 @@ def decompose(audio_emb: Array, concept_emb: Array, concepts: Sequence[str],
     decomposer = ConceptDecomposer(concept_emb, concepts, audio_mean=audio_mean, center=center,
                                    device=device)
     return decomposer(audio_emb, lam=lam, target_l0=target_l0, solver=solver, **kwargs)
+
+
+@dataclass(eq=False)
+class ConceptSpace:
+    """A vocabulary seen through one model, bound in one object (SpLiCE's ``SPLICE``):
+    the words, their text embeddings and the audio mean that centres decompositions.
+
+    words: the V concept words, row by row.
+    embeddings: ``(V, D)`` their text embeddings (numpy or torch).
+    audio_mean: ``(D,)`` mean audio embedding of a reference set (:func:`embedding_mean`),
+        or ``None``: each decomposition then centres on the batch it is given.
+    name: where it came from, e.g. ``"pruned @ tiny"``.
+    dropped: vocabulary words left out (e.g. words the model never learned).
+
+    Works on precomputed embeddings: build one from any arrays, or from a model and a
+    vocabulary name with :func:`clapnb.concepts.concept_space`. Then
+    ``space.decompose(audio_emb, lam=0.25)``; :meth:`decomposer` keeps the prepared
+    dictionary for repeated calls.
+    """
+
+    words: list[str]
+    embeddings: Array
+    audio_mean: Array | None = None
+    name: str = ""
+    dropped: tuple[str, ...] = ()
+    _decomposers: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.words, str):
+            raise TypeError("words must be a list of concept words, not one string")
+        self.words = [str(w) for w in self.words]
+        if np.ndim(self.embeddings) != 2 or len(self.embeddings) != len(self.words):
+            raise ValueError(f"{len(self.words)} words need a ({len(self.words)}, D) embedding "
+                             f"matrix, got shape {tuple(np.shape(self.embeddings))}")
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def __repr__(self) -> str:
+        mean = "with" if self.audio_mean is not None else "without"
+        return (f"ConceptSpace({self.name or 'unnamed'}: {len(self)} words, "
+                f"{np.shape(self.embeddings)[1]}-d, {mean} audio mean)")
+
+    def with_audio_mean(self, reference_emb: Array) -> "ConceptSpace":
+        """A copy that centres on the mean of ``reference_emb`` ``(N, D)`` audio embeddings."""
+        return ConceptSpace(self.words, self.embeddings, embedding_mean(reference_emb), self.name,
+                            self.dropped)
+
+    def decomposer(self, center: bool = True,
+                   device: str | torch.device | None = None) -> ConceptDecomposer:
+        """The :class:`ConceptDecomposer` of this space, built once per (center, device)."""
+        key = (center, str(default_device(device)))
+        if key not in self._decomposers:
+            self._decomposers[key] = ConceptDecomposer(self.embeddings, self.words,
+                                                       audio_mean=self.audio_mean, center=center,
+                                                       device=device)
+        return self._decomposers[key]
+
+    def decompose(self, audio_emb: Array, **options) -> Decomposition:
+        """Decompose ``(N, D)`` audio embeddings over this space (options as in :func:`decompose`,
+        except ``center`` and ``device``: use :meth:`decomposer` for those)."""
+        return self.decomposer()(audio_emb, **options)
+
+
 
 
 # ---------------------------------------------------------------------------------

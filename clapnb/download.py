@@ -36,7 +36,7 @@ from urllib.request import Request, urlopen
 
 from tqdm import tqdm  # plain text bars: widget bars can stall headless notebook runs (nbclient#312)
 
-from clapnb.model import OFFLINE_ENV, offline
+from clapnb.settings import OFFLINE_ENV, offline
 
 #: how many times a transfer that stops early is resumed before giving up
 MAX_ATTEMPTS = 5

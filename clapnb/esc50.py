@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import csv
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 from clapnb.cache import cache_dir
-from clapnb.datasets import ClipSet
+from clapnb.datasets import ClipSet, WavLoader
 from clapnb.download import download_and_extract
 
 #: the dataset's GitHub archive
@@ -28,23 +26,6 @@ URL_ENV = "CLAPNB_ESC50_URL"
 SAMPLE_RATE = 44_100
 _EXTRACTED = "extracted"  # folder under root that the archive is unpacked into
 _COLUMNS = {"filename", "fold", "target", "category"}
-
-
-@dataclass(frozen=True)
-class WavLoader:
-    """``i -> float32 mono (S,)``: reads ``paths[i]`` with soundfile (picklable).
-
-    Multi-channel files are averaged to mono; a file at another rate is an error.
-    """
-
-    paths: tuple[Path, ...]
-    sample_rate: int
-
-    def __call__(self, i: int) -> np.ndarray:
-        x, sr = sf.read(self.paths[i], dtype="float32", always_2d=True)
-        if sr != self.sample_rate:
-            raise ValueError(f"{self.paths[i]} is sampled at {sr} Hz, expected {self.sample_rate} Hz")
-        return x.mean(axis=1)
 
 
 def readable(category: str) -> str:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm  # plain text bars: widget bars can stall headless notebook runs (nbclient#312)
 
-from clapnb.model import default_device
+from clapnb.settings import default_device
 
 Array = np.ndarray | torch.Tensor
 

@@ -49,7 +49,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clapnb.model import AudioEncoding, ClapModel, StftConfig, default_device, offline
+from clapnb._torchvision_shim import torchvision_stand_in
+from clapnb.cache import cache_dir
+from clapnb.download import download_file
+from clapnb.model import AudioEncoding, ClapModel, StftConfig, check_feature_index
+from clapnb.settings import default_device, offline
 
 #: where the checkpoints live (the LAION-CLAP authors' Hugging Face repository)
 BASE_URL = "https://huggingface.co/lukewys/laion_clap/resolve/main/"
@@ -166,7 +170,6 @@ def import_clap_module() -> ModuleType:
     from transformers import BartModel, BertModel, RobertaModel  # noqa: F401
     from transformers.utils import is_torchvision_available
     is_torchvision_available()
-    from clapnb._torchvision_shim import torchvision_stand_in
     sys.modules[name] = module
     try:
         with torchvision_stand_in():
@@ -230,7 +233,6 @@ def _checkpoint(name: str) -> Checkpoint:
 
 def checkpoint_path(name: str) -> Path:
     """Where checkpoint ``name`` is (or will be) cached."""
-    from clapnb.cache import cache_dir
     return cache_dir("checkpoints") / _checkpoint(name).file
 
 
@@ -242,7 +244,7 @@ def checkpoint_cached(name: str) -> bool:
 
 def checkpoint_reachable(name: str, timeout: float = 3.0) -> bool:
     """True when the server answers a HEAD request for checkpoint ``name`` within
-    ``timeout`` seconds; False at once when ``clapnb.model.offline()``."""
+    ``timeout`` seconds; False at once when ``clapnb.settings.offline()``."""
     url = _checkpoint(name).url
     if offline():
         return False
@@ -256,7 +258,6 @@ def checkpoint_reachable(name: str, timeout: float = 3.0) -> bool:
 
 def fetch_checkpoint(name: str) -> Path:
     """The cached checkpoint file, downloaded (and verified) first if needed."""
-    from clapnb.download import download_file
     spec, path = _checkpoint(name), checkpoint_path(name)
     if not checkpoint_cached(name):
         download_file(spec.url, path, sha256=spec.sha256, size=spec.size, desc=spec.file)
@@ -396,7 +397,6 @@ class LaionClap(ClapModel):
     gradients still flow to the input of :meth:`encode_spectrogram`.
     """
 
-    kind = "laion"
     sample_rate = 48_000
     clip_samples = 480_000
     embed_dim = 512
@@ -488,6 +488,43 @@ class LaionClap(ClapModel):
         r = self.clap.audio_branch.freq_ratio
         x = tokens.transpose(1, 2).reshape(n, c, r, h // r, w)
         return x.permute(0, 1, 3, 2, 4).reshape(n, c, h // r, r * w)
+
+    def _unfold(self, x: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`_fold`: ``(N, C, H/r, r*W)`` map -> ``(N, H*W, C)`` tokens."""
+        n, c, h_r, rw = x.shape
+        r = self.clap.audio_branch.freq_ratio
+        return x.reshape(n, c, h_r, r, rw // r).permute(0, 1, 3, 2, 4).reshape(n, c, -1).transpose(1, 2)
+
+    def encoder_layers(self) -> list[tuple[str, nn.Module]]:
+        """HTSAT's audio projection, Swin stages 4..1, the patch embedding."""
+        branch = self.clap.audio_branch
+        stages = [(f"stage {i + 1}", layer) for i, layer in enumerate(branch.layers)]
+        return [("projection", self.clap.audio_projection), *reversed(stages),
+                ("patch embedding", branch.patch_embed)]
+
+    @contextmanager
+    def feature_tap(self, index: int = -1) -> Iterator[nn.Module]:
+        """The output of Swin stage ``index`` (features 1-4 or -1..-4; the patch embedding,
+        feature 0, is not supported), folded from HTSAT's token layout to frequency x time
+        and back, so gradients flow through the tap."""
+        layers = self.clap.audio_branch.layers
+        n = len(layers) + 1
+        check_feature_index(index, n, "feature map")
+        if index % n == 0:
+            raise ValueError("Grad-CAM on LAION-CLAP taps a Swin stage (features 1-4 or -1..-4), "
+                             "not the patch embedding (feature 0)")
+        layer = layers[index % n - 1]
+        tap = nn.Identity()
+
+        def hook(module, inputs, out):
+            tokens, attn = out
+            return self._unfold(tap(self._fold(tokens, layer.input_resolution))), attn
+
+        handle = layer.blocks[-1].register_forward_hook(hook)
+        try:
+            yield tap
+        finally:
+            handle.remove()
 
     def _encode_text(self, texts: list[str]) -> torch.Tensor:
         if self.tokenizer is None:

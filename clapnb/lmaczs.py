@@ -83,11 +83,10 @@ from tqdm import tqdm  # plain text bars: widget bars can stall headless noteboo
 
 from clapnb.audio import AudioInput
 from clapnb.cache import atomic_write, cache_dir, load_float_state, save_half_state
+from clapnb.metrics import roc_auc
 from clapnb.model import AudioEncoding, ClapModel, check_texts
-
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-#: the committed decoder for TinyCLAP (float16 state dict) and its config
-TINY_DECODER = WEIGHTS_DIR / "lmaczs_tiny.pt"
+from clapnb.registry import shipped_decoder
+from clapnb.synth import event_masks
 
 
 # ---------------------------------------------------------------------------------
@@ -617,12 +616,13 @@ def trained_decoder_path(model: ClapModel) -> Path:
 def load_decoder(model: ClapModel, path: str | Path | None = None) -> MaskDecoder:
     """A trained decoder for ``model`` in eval mode.
 
-    Default ``path``: the committed decoder for TinyCLAP; for other models the one
-    notebook 06 trained and saved (:func:`trained_decoder_path`). Raises a clear
-    error when the file is missing or was trained for another model.
+    Default ``path``: the decoder the registry ships for ``model`` (TinyCLAP's is
+    committed); for other models the one notebook 06 trained and saved
+    (:func:`trained_decoder_path`). Raises a clear error when the file is missing or
+    was trained for another model.
     """
     if path is None:
-        path = TINY_DECODER if model.kind == "tiny" else trained_decoder_path(model)
+        path = shipped_decoder(model) or trained_decoder_path(model)
         if not path.is_file():
             raise FileNotFoundError(f"no trained decoder for {model.name} yet: run notebook 06 "
                                     "(06_lmaczs_training.ipynb), which trains one and saves it "
@@ -655,12 +655,16 @@ def ground_truth_scores(model: ClapModel, decoder: MaskDecoder, scenes, class_na
             unchanged when only the predicted class's masked-in audio is kept;
         present_mask_mean, absent_mask_mean, n_scenes, n_events.
     """
-    from clapnb.metrics import roc_auc
-    from clapnb.synth import event_masks
     check_decoder(model, decoder)
     if scenes.events is None:
         raise ValueError(f"{scenes.name!r} has no ground-truth events; use synthetic scenes "
-                         "(clapnb.synth.load_synthetic_scenes)")
+                         "(clapnb.ground_truth(model).scenes(...))")
+    class_names = list(class_names)
+    occurring = sorted({e.label for events in scenes.events for e in events})
+    if missing := [c for c in occurring if c not in class_names]:
+        raise ValueError(f"the scenes contain classes that are not in class_names: "
+                         f"{', '.join(missing)}; pass every class that can occur "
+                         "(e.g. clapnb.synth.CLASSES)")
     text = model.embed_text([template.format(c) for c in class_names])
     aucs, present, absent, same = [], [], [], []
     for i in tqdm(range(len(scenes)), desc="scoring maps", disable=not progress):
@@ -675,7 +679,7 @@ def ground_truth_scores(model: ClapModel, decoder: MaskDecoder, scenes, class_na
         truth = event_masks(scenes, i, model.stft_config)
         means = masks.mean(dim=(1, 2)).cpu().numpy()
         for label, gt in zip(labels, truth):
-            c = list(class_names).index(label)
+            c = class_names.index(label)
             if gt.any() and not gt.all():
                 aucs.append(roc_auc(masks[c], gt))
             present.append(means[c])

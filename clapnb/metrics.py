@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from clapnb.model import ClapModel
+from clapnb.synth import event_masks
 
 #: table column names, in the order of the LMAC-ZS paper
 METRICS = ("AI", "AD", "AG", "FF", "Fid-In", "SPS", "COMP", "MM")
@@ -213,7 +214,7 @@ def score_explainer(model: ClapModel, explainer, magnitude: torch.Tensor,
     """Explain each clip's predicted class with ``explainer`` and score the masks.
 
     ``explainer(model, magnitude, prompt_emb, target) -> masks (N, F, T)`` (a
-    :data:`clapnb.attribution.Explainer`); ``target`` is the argmax of :func:`zero_shot_probs`.
+    :class:`clapnb.attribution.Explainer`); ``target`` is the argmax of :func:`zero_shot_probs`.
     """
     target = zero_shot_probs(model, magnitude, prompt_emb, batch_size).argmax(dim=1)
     masks = explainer(model, magnitude, prompt_emb, target)
@@ -226,7 +227,6 @@ def ground_truth_auc(model: ClapModel, explainer, scenes, prompt_emb: torch.Tens
     scene, the ROC-AUC of the mask for that event's class prompt against the event's
     ground-truth time-frequency mask (``synth.event_masks``). Returns ``(n_events,)``;
     events that dominate no bin (or every bin) are skipped."""
-    from clapnb.synth import event_masks
     if scenes.events is None:
         raise ValueError(f"{scenes.name!r} has no ground-truth events; this check needs "
                          "synthetic scenes (clapnb.synth.load_synthetic_scenes)")

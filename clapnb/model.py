@@ -11,43 +11,30 @@ A :class:`ClapModel` maps audio and text into one embedding space:
   linear-magnitude STFT, and ``encode_spectrogram`` which also returns the
   encoder's intermediate features for a decoder.
 
+* what explainers need of the encoder, handed over rather than guessed:
+  ``encoder_layers()`` (for the model-randomisation check), ``feature_tap(index)``
+  (the layer captum's Grad-CAM takes) and ``mel_filters()`` (from the encoder's
+  mel grid back to the STFT bins).
+
 ``embed_audio(x)`` is *defined* as ``embed_from_spectrogram(|stft(x)|)``, so the
 two always agree; each backend's tests check that this path reproduces the
 original model's own front end.
 
-Backends: ``"tiny"`` (TinyCLAP, trained by this project on its synthetic sound
-world; see :mod:`clapnb.tiny`) and ``"laion/..."`` (LAION-CLAP checkpoints; see
-:mod:`clapnb.laion`). ``"auto"`` picks LAION-CLAP when its checkpoint is cached
-or can be downloaded, otherwise TinyCLAP, and prints a banner saying which and why.
+One module per backend implements this interface (:mod:`clapnb.tiny`,
+:mod:`clapnb.laion`); :mod:`clapnb.registry` maps names to them and says what
+comes with each (datasets, a shipped decoder, ground truth).
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from clapnb.audio import AudioInput, prepare_waveforms
-
-#: environment variable that overrides the model name given to ``load_model``
-MODEL_ENV = "CLAPNB_MODEL"
-#: set to 1 to forbid every network access (CI sets it): ``"auto"`` then means ``"tiny"``
-OFFLINE_ENV = "CLAPNB_OFFLINE"
-
-
-def offline() -> bool:
-    """True when ``CLAPNB_OFFLINE`` is set to 1/true/yes."""
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes"}
-
-
-def default_device(device: str | torch.device | None = None) -> torch.device:
-    """``None`` means CUDA when available, else CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @dataclass(frozen=True)
@@ -99,11 +86,11 @@ class AudioEncoding:
 
 class ClapModel(nn.Module):
     """Base class of the backends; subclasses set the attributes and implement
-    :meth:`encode_spectrogram`, :meth:`_encode_text` and :attr:`logit_scale`.
+    :meth:`encode_spectrogram`, :meth:`_encode_text`, :attr:`logit_scale`,
+    :meth:`mel_filters`, :meth:`encoder_layers` and :meth:`feature_tap`.
 
     Attributes:
         name: registry name (``"tiny"``, ``"laion/630k-audioset"``, ...).
-        kind: ``"tiny"`` (offline) or ``"laion"`` (real LAION-CLAP).
         cache_key: string that changes whenever the embeddings would (model,
             checkpoint digest, preprocessing); used by the embedding cache.
         sample_rate: Hz of the audio the model takes.
@@ -114,7 +101,6 @@ class ClapModel(nn.Module):
     """
 
     name: str
-    kind: str
     cache_key: str
     sample_rate: int
     clip_samples: int
@@ -142,6 +128,18 @@ class ClapModel(nn.Module):
     def mel_filters(self) -> torch.Tensor:
         """``(F, n_mels)`` filterbank from the linear STFT bins to the encoder's mel bands:
         how a map on the encoder's mel grid is brought back to the STFT grid."""
+        raise NotImplementedError
+
+    def encoder_layers(self) -> list[tuple[str, nn.Module]]:
+        """The audio encoder's layers from the top (output) down, as ``(name, module)``:
+        what the cascading model-randomisation check re-initialises one after another."""
+        raise NotImplementedError
+
+    def feature_tap(self, index: int = -1) -> AbstractContextManager[nn.Module]:
+        """A context giving an ``nn.Identity`` through which the feature map
+        ``encode_spectrogram(X).features[index]`` ``(N, C, F', T')`` flows while it is open:
+        the layer to hand captum's layer methods (Grad-CAM). Maps on that frequency x time
+        grid go back to the STFT bins through :meth:`mel_filters`."""
         raise NotImplementedError
 
     # -- the interface every notebook uses -----------------------------------------
@@ -185,7 +183,7 @@ class ClapModel(nn.Module):
 
     def describe(self) -> str:
         """One line: name, rate, window, embedding size."""
-        return (f"{self.name} ({self.kind}): {self.sample_rate} Hz, "
+        return (f"{self.name}: {self.sample_rate} Hz, "
                 f"{self.clip_samples / self.sample_rate:g} s window, {self.embed_dim}-d embeddings")
 
 
@@ -204,63 +202,19 @@ def check_texts(texts: Sequence[str]) -> list[str]:
     return texts
 
 
-# ---------------------------------------------------------------------------------
-# Choosing a model by name
-# ---------------------------------------------------------------------------------
-def model_names() -> list[str]:
-    """Every name ``load_model`` accepts."""
-    from clapnb import laion
-    return ["auto", "tiny", *laion.CHECKPOINTS]
+def check_feature_index(index: int, n: int, what: str) -> None:
+    """Refuse a feature index outside ``-n..n-1`` with a message naming the range."""
+    if not -n <= index < n:
+        raise IndexError(f"{what} index {index} out of range: this model has {n} ({-n}..{n - 1})")
 
 
-def _banner(model: ClapModel, why: str) -> None:
-    mode = "OFFLINE (TinyCLAP, synthetic sound world)" if model.kind == "tiny" else \
-        "ONLINE (LAION-CLAP)"
-    lines = [f"clapnb model: {model.describe()}", f"mode: {mode}", f"why: {why}"]
-    width = max(map(len, lines)) + 2
-    print("+" + "-" * width + "+")
-    for line in lines:
-        print("| " + line.ljust(width - 1) + "|")
-    print("+" + "-" * width + "+")
-
-
-def load_model(name: str | None = None, device: str | torch.device | None = None,
-               verbose: bool = True) -> ClapModel:
-    """Load a CLAP model by name; the ``CLAPNB_MODEL`` environment variable overrides ``name``.
-
-    Args:
-        name: ``"auto"`` (default), ``"tiny"`` or a LAION-CLAP checkpoint name
-            such as ``"laion/630k-audioset"``; :func:`model_names` lists them.
-        device: ``None`` means CUDA when available, else CPU.
-        verbose: print the banner saying which model is active and why.
-    """
-    env = os.environ.get(MODEL_ENV)
-    requested = env or name or "auto"
-    why = f"{MODEL_ENV}={env}" if env else f"load_model({requested!r})"
-    device = default_device(device)
-    if requested == "auto":
-        requested, why = _resolve_auto()
-    if requested == "tiny":
-        from clapnb.tiny import load_tiny
-        model = load_tiny(device)
-    else:
-        from clapnb import laion
-        if requested not in laion.CHECKPOINTS:
-            raise ValueError(f"unknown model {requested!r}; valid names: {', '.join(model_names())}")
-        model = laion.load_laion(requested, device)
-    if verbose:
-        _banner(model, why)
-    return model
-
-
-def _resolve_auto() -> tuple[str, str]:
-    """Decide what ``"auto"`` means here and now: (model name, reason)."""
-    from clapnb import laion
-    if offline():
-        return "tiny", f"{OFFLINE_ENV}=1 (no network use allowed)"
-    name = laion.DEFAULT_CHECKPOINT
-    if laion.checkpoint_cached(name):
-        return name, "LAION-CLAP checkpoint found in the cache"
-    if laion.checkpoint_reachable(name):
-        return name, "LAION-CLAP checkpoint can be downloaded"
-    return "tiny", "no LAION-CLAP checkpoint cached and none could be reached (offline?)"
+@contextmanager
+def output_tap(module: nn.Module) -> Iterator[nn.Module]:
+    """An ``nn.Identity`` through which ``module``'s output flows while the context is open
+    (a forward hook): the simplest :meth:`ClapModel.feature_tap`."""
+    tap = nn.Identity()
+    handle = module.register_forward_hook(lambda _module, _inputs, out: tap(out))
+    try:
+        yield tap
+    finally:
+        handle.remove()

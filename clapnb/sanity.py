@@ -71,25 +71,6 @@ def out_of_domain(audio: Sequence[np.ndarray], labels: Sequence[int], weight: fl
 # ---------------------------------------------------------------------------------
 # Cascading model randomisation
 # ---------------------------------------------------------------------------------
-def encoder_layers(model: ClapModel) -> list[tuple[str, nn.Module]]:
-    """The audio encoder's layers from the top (output) down, as ``(name, module)``.
-
-    TinyCLAP: the projection MLP, then conv blocks 4..1. LAION-CLAP (HTSAT): the audio
-    projection, Swin stages 4..1, the patch embedding.
-    """
-    if hasattr(model, "audio_encoder") and hasattr(model.audio_encoder, "blocks"):
-        enc = model.audio_encoder
-        blocks = [(f"block {i + 1}", b) for i, b in enumerate(enc.blocks)]
-        return [("projection", enc.proj), *reversed(blocks)]
-    if hasattr(model, "clap"):
-        branch = model.clap.audio_branch
-        stages = [(f"stage {i + 1}", layer) for i, layer in enumerate(branch.layers)]
-        return [("projection", model.clap.audio_projection), *reversed(stages),
-                ("patch embedding", branch.patch_embed)]
-    raise TypeError(f"no encoder layers known for {type(model).__name__}; supported: "
-                    "TinyCLAP and LAION-CLAP")
-
-
 @torch.no_grad()
 def randomize_(module: nn.Module, generator: torch.Generator) -> None:
     """Re-initialise ``module`` in place: every sub-module with ``reset_parameters`` gets its
@@ -110,14 +91,14 @@ def randomize_(module: nn.Module, generator: torch.Generator) -> None:
 
 def cascading_randomization(model: ClapModel, seed: int = 0) -> Iterator[tuple[str, ClapModel]]:
     """Yield ``(layer name, model)`` after re-initialising each encoder layer in turn, top down
-    (:func:`encoder_layers`): step k has the top k layers random. One copy of ``model`` is
+    (``model.encoder_layers()``): step k has the top k layers random. One copy of ``model`` is
     made and changed step by step; ``model`` itself is left alone. The copy's ``cache_key``
     says it is randomised, so no embedding cache ever mixes it up with the trained model.
     """
     broken = copy.deepcopy(model).eval()
     generator = torch.Generator().manual_seed(seed)
     names = []
-    for name, module in encoder_layers(broken):
+    for name, module in broken.encoder_layers():
         randomize_(module, generator)
         names.append(name)
         broken.cache_key = f"{model.cache_key}|randomized:{','.join(names)}|seed={seed}"

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,12 +34,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from clapnb.cache import atomic_write, load_float_state, save_half_state
-from clapnb.model import AudioEncoding, ClapModel, StftConfig, default_device
+from clapnb.model import AudioEncoding, ClapModel, StftConfig, check_feature_index, output_tap
+from clapnb.settings import default_device
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 #: the committed weights (a float16 state dict for ``torch.load(weights_only=True)``) and config
 WEIGHTS_FILE = WEIGHTS_DIR / "tinyclap.pt"
 CONFIG_FILE = WEIGHTS_DIR / "tinyclap.json"
+#: the LMAC-ZS decoder trained for TinyCLAP (float16 state dict; its config beside it as .json)
+DECODER_FILE = WEIGHTS_DIR / "lmaczs_tiny.pt"
 
 
 @dataclass
@@ -227,8 +231,6 @@ class TextEncoder(nn.Module):
 class TinyClap(ClapModel):
     """TinyCLAP (see the module docstring). Build with :func:`load_tiny`."""
 
-    kind = "tiny"
-
     def __init__(self, cfg: TinyConfig, name: str = "tiny", cache_key: str = "tiny-untrained"):
         super().__init__()
         self.config = cfg
@@ -262,6 +264,16 @@ class TinyClap(ClapModel):
     def mel_filters(self) -> torch.Tensor:
         """``(257, 64)`` mel filterbank of the front end."""
         return self.audio_encoder.mel_fb.T
+
+    def encoder_layers(self) -> list[tuple[str, nn.Module]]:
+        """The projection MLP, then conv blocks 4..1."""
+        blocks = [(f"block {i + 1}", b) for i, b in enumerate(self.audio_encoder.blocks)]
+        return [("projection", self.audio_encoder.proj), *reversed(blocks)]
+
+    def feature_tap(self, index: int = -1) -> AbstractContextManager[nn.Module]:
+        """The output of conv block ``index`` (features 0-3), as a tap for Grad-CAM."""
+        check_feature_index(index, len(self.audio_encoder.blocks), "conv block")
+        return output_tap(self.audio_encoder.blocks[index])
 
     # -- honesty about the vocabulary ----------------------------------------------
     @property

@@ -15,9 +15,9 @@ The paper uses 2,000 words; its size ablations 3,000 and 5,000. This module
 also ships ``"ontology"`` (the 632 AudioSet class names, kept whole:
 ``"Male speech, man speaking"`` is one concept) and ``"candidates"`` (the
 10,000-tag list the clustered recipe starts from). The shipped lists live in
-``vocabularies/`` at the repository root (built from the Clotho copies of the
+``clapnb/vocabularies/``, package data (built from the Clotho copies of the
 Freesound tags by ``python scripts/build_vocabularies.py``; provenance in
-``vocabularies/README.md``). Clustered vocabularies depend on the model, so
+``clapnb/vocabularies/README.md``). Clustered vocabularies depend on the model, so
 they are built for the active model on first use and cached.
 
 Every builder works on any *tag corpus*: an iterable of per-clip tag lists.
@@ -66,10 +66,10 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
 import os
 import re
-import sys
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -79,22 +79,22 @@ from pathlib import Path
 
 import numpy as np
 
-from clapnb.cache import atomic_write, cache_dir, cached_text_embeddings
+from clapnb.cache import atomic_write, cache_dir
+from clapnb.download import EXTRACTED_MARKER, download_file, extract_archive
+from clapnb.embeddings import cached_text_embeddings
 
 #: the recipes; ``load_vocabulary`` also takes ``"candidates"``
 VOCABULARIES = ("baseline", "pruned", "clustered", "ontology")
-#: vocabularies read from ``vocabularies/<name>.tsv``
+#: vocabularies read from ``clapnb/vocabularies/<name>.tsv``
 SHIPPED = ("baseline", "pruned", "ontology", "candidates")
 #: the paper's size and its ablations
 PAPER_SIZE = 2000
 SIZES = (2000, 3000, 5000)
 #: how many of the most frequent tags the pruned and clustered recipes start from
 N_CANDIDATES = 10_000
-#: where the shipped word lists are: the repository's ``vocabularies/`` folder in a
-#: checkout or editable install, else the copy a wheel installs (pyproject's data-files)
-_REPO_VOCABULARIES = Path(__file__).resolve().parents[1] / "vocabularies"
-VOCABULARY_DIR = _REPO_VOCABULARIES if _REPO_VOCABULARIES.is_dir() else \
-    Path(sys.prefix) / "share" / "clapnb" / "vocabularies"
+#: where the shipped word lists are: package data inside ``clapnb`` (the same folder in a
+#: checkout, an editable install and an installed wheel, wherever pip puts the package)
+VOCABULARY_DIR = Path(str(importlib.resources.files("clapnb") / "vocabularies"))
 #: Zenodo record 4060432: FSD50K metadata (per-clip Freesound title, tags, license, uploader)
 FSD50K_METADATA_URL = "https://zenodo.org/records/4060432/files/FSD50K.metadata.zip?download=1"
 
@@ -564,7 +564,6 @@ def fsd50k_tag_corpus(root: str | os.PathLike | None = None, download: bool = Tr
     (default: the clapnb cache) and reads ``dev_clips_info_FSD50K.json`` and
     ``eval_clips_info_FSD50K.json`` (clip id -> ``{"tags": [...], ...}``).
     """
-    from clapnb.download import EXTRACTED_MARKER, download_file, extract_archive
 
     root = cache_dir("fsd50k") if root is None else Path(root)
     folder = root / "metadata"

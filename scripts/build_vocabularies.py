@@ -1,11 +1,11 @@
-"""Rebuild the word lists in vocabularies/ from the shared public metadata.
+"""Rebuild the word lists in clapnb/vocabularies/ from the shared public metadata.
 
     python scripts/build_vocabularies.py [DATA_DIR] [--out OUT_DIR]
 
 DATA_DIR (default: ../shared/data, next to the repository) must hold
 clotho/clotho_metadata_{development,evaluation}.csv (Freesound tags in the
 ``keywords`` column) and audioset/ontology.json. Writes into OUT_DIR
-(default: the repository's vocabularies/):
+(default: the package's clapnb/vocabularies/):
 
     baseline.tsv        most frequent tags, expletives removed (up to 5,000)
     pruned.tsv          the pruned recipe's ranking (up to 5,000)
@@ -13,7 +13,7 @@ clotho/clotho_metadata_{development,evaluation}.csv (Freesound tags in the
     candidates.tsv      the 10,000 most frequent tags (the clustered recipe's input)
     ontology.tsv        the AudioSet class names
 
-and prints the corpus statistics quoted in vocabularies/README.md. The output
+and prints the corpus statistics quoted in clapnb/vocabularies/README.md. The output
 is deterministic: rerunning it reproduces the committed files byte for byte.
 """
 
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data_dir", nargs="?", type=Path, default=ROOT.parent / "shared" / "data",
                         help="the shared metadata folder (default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=ROOT / "vocabularies",
+    parser.add_argument("--out", type=Path, default=ROOT / "clapnb" / "vocabularies",
                         help="where to write the lists (default: %(default)s)")
     args = parser.parse_args(argv)
     if not (args.data_dir / "clotho").is_dir():

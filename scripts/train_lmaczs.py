@@ -26,13 +26,13 @@ from pathlib import Path
 
 import torch
 
-from clapnb import lmaczs, synth
+from clapnb import lmaczs, registry, synth, tiny
 from clapnb.cache import atomic_write, cache_dir
 from clapnb.tiny import load_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "data" / "lmaczs_training_report.md"
-TRAIN_SEED, VAL_SEED = 1, 777
+TRAIN_SEED, VAL_SEED = registry.TINY_DECODER_SEED, 777
 
 
 @dataclass
@@ -49,7 +49,7 @@ class TrainSettings:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=TrainSettings.steps)
-    parser.add_argument("--out", type=Path, default=lmaczs.TINY_DECODER)
+    parser.add_argument("--out", type=Path, default=tiny.DECODER_FILE)
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="resume file (default: in the clapnb cache; deleted after success)")
     parser.add_argument("--threads", type=int, default=2)
@@ -60,7 +60,7 @@ def main() -> None:
 
     started = time.perf_counter()
     model = load_tiny("cpu")
-    train = synth.load_synthetic_scenes(n=settings.scenes, seed=TRAIN_SEED)
+    train = registry.decoder_scenes(model, settings.scenes)   # seed TRAIN_SEED
     val = synth.load_synthetic_scenes(n=24, seed=VAL_SEED)
     batches = lmaczs.SceneBatches(model, train, settings.batch_size, seed=settings.seed)
     val_batches = [lmaczs.SceneBatches(model, val, 6, seed=VAL_SEED, progress=False)(k)

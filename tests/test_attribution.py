@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clapnb import attribution
-from clapnb.model import AudioEncoding, ClapModel
+from clapnb.model import AudioEncoding, ClapModel, output_tap
 
 
 class _Scale(nn.Module):
@@ -25,7 +25,7 @@ class LinearModel(ClapModel):
     """embedding_c = sum_ft A_c (not normalised), logit_j = sum_c P[j, c] embedding_c: every
     logit is linear in the spectrogram, so every attribution is known in closed form."""
 
-    kind, name = "test", "linear"
+    name = "linear"
 
     def __init__(self, gains=(1.0, 2.0), n_freq=3):
         super().__init__()
@@ -48,6 +48,9 @@ class LinearModel(ClapModel):
     def encode_spectrogram(self, magnitude):
         a = self.audio_encoder.blocks[0](magnitude[:, None])
         return AudioEncoding(embedding=a.sum(dim=(2, 3)), features=[a])
+
+    def feature_tap(self, index=-1):
+        return output_tap(self.audio_encoder.blocks[index])
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +179,7 @@ def test_unfold_inverts_the_laion_fold():
     fake = type("Fake", (), {"clap": type("C", (), {"audio_branch": type("B", (), {"freq_ratio": 4})})})
     folded = laion.LaionClap._fold(fake, tokens, (8, 6))
     assert folded.shape == (2, 5, 2, 24)
-    torch.testing.assert_close(attribution._unfold_laion(folded, 4), tokens)
+    torch.testing.assert_close(laion.LaionClap._unfold(fake, folded), tokens)
 
 
 def test_gradcam_on_random_laion_taps_a_swin_stage(laion_model):
@@ -189,7 +192,7 @@ def test_gradcam_on_random_laion_taps_a_swin_stage(laion_model):
         plain = forward(x)
         features = model.encode_spectrogram(x).features
     for index in (2, -1):
-        with attribution.feature_tap(model, index) as tap:
+        with model.feature_tap(index) as tap:
             acts = LayerActivation(forward, tap).attribute(x)
             if index == -1:
                 with torch.no_grad():
@@ -219,6 +222,8 @@ def test_explainers_share_one_interface_and_lmaczs_checks_its_model():
     assert list(methods) == ["LMAC-ZS", "Saliency", "SmoothGrad", "Integrated Gradients",
                              "Grad-CAM", "Grad-CAM++"]
     for name, explain in methods.items():
+        assert isinstance(explain, attribution.Explainer)           # the one Protocol, peers
+        assert attribution.LABELS[explain.name] == name
         masks = explain(model, x, prompts, target)
         assert masks.shape == x.shape and masks.min() >= 0 and masks.max() <= 1, name
     torch.testing.assert_close(methods["LMAC-ZS"](model, x, prompts, target),
@@ -228,3 +233,5 @@ def test_explainers_share_one_interface_and_lmaczs_checks_its_model():
         methods["LMAC-ZS"](broken, x, prompts, target)
     unchecked = attribution.lmaczs_explainer(decoder, check_model=False)
     assert unchecked(broken, x, prompts, target).shape == x.shape
+    with pytest.raises(ValueError, match="unknown method 'lime'"):
+        attribution.baseline_explainer("lime")

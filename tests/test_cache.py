@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clapnb.cache import atomic_write, cache_dir, cached_audio_embeddings, cached_text_embeddings
+from clapnb.cache import atomic_write, cache_dir
+from clapnb.embeddings import cached_audio_embeddings, cached_text_embeddings
 from clapnb.datasets import ClipSet, SceneSet
 from clapnb.model import AudioEncoding, ClapModel, StftConfig
 
@@ -22,7 +23,7 @@ class CountingClap(ClapModel):
     def __init__(self, cache_key: str = "counting-v1", seed: int = 0):
         super().__init__()
         torch.manual_seed(seed)
-        self.name, self.kind, self.cache_key = "counting", "tiny", cache_key
+        self.name, self.cache_key = "counting", cache_key
         self.sample_rate, self.clip_samples, self.embed_dim = 8000, 2000, 16
         self.stft_config = StftConfig(n_fft=64, hop_length=32, win_length=64)
         self.audio_proj = nn.Linear(self.stft_config.n_freq, self.embed_dim)

@@ -214,3 +214,58 @@ def test_top_k_ground_truth_rejects_bad_input():
         top_k_ground_truth(dec, [3], ["siren"], CLASS_WORDS)
     with pytest.raises(KeyError, match="no entry for \\['dog'\\]"):
         top_k_ground_truth(dec, [0], ["dog"], CLASS_WORDS)
+
+
+# ---------------------------------------------------------------------------------
+# ConceptSpace and concept_space: words, embeddings and audio mean bound together
+# ---------------------------------------------------------------------------------
+def test_concept_space_decomposes_like_the_decomposer_it_replaces():
+    from clapnb.decompose import ConceptSpace, embedding_mean
+    C, Z = orthonormal_problem(n=5, v=10)
+    words = [f"w{i}" for i in range(len(C))]
+    space = ConceptSpace(words, C, name="toy").with_audio_mean(Z)
+    by_hand = ConceptDecomposer(C, words, audio_mean=embedding_mean(Z))(Z, lam=0.1, progress=False)
+    dec = space.decompose(Z, lam=0.1, progress=False)
+    torch.testing.assert_close(dec.weights, by_hand.weights)
+    torch.testing.assert_close(dec.audio_mean, embedding_mean(Z))
+    assert space.decomposer() is space.decomposer()                   # prepared once
+    assert space.decomposer(center=False) is not space.decomposer()
+    assert space.decomposer(center=False).center is False
+    assert len(space) == 10 and "toy: 10 words, 16-d, with audio mean" in repr(space)
+
+
+def test_concept_space_without_a_mean_centres_on_each_batch():
+    from clapnb.decompose import ConceptSpace
+    C, Z = orthonormal_problem(n=5, v=10)
+    dec = ConceptSpace([f"w{i}" for i in range(10)], C).decompose(Z, lam=0.1, progress=False)
+    torch.testing.assert_close(dec.audio_mean, torch.as_tensor(Z).mean(0))
+
+
+@pytest.mark.parametrize("words, emb, message", [
+    ("rain", np.zeros((1, 4)), "list of concept words"),
+    (["a", "b"], np.zeros((3, 4)), r"2 words need a \(2, D\) embedding matrix, got shape \(3, 4\)"),
+    (["a", "b"], np.zeros(4), r"got shape \(4,\)"),
+])
+def test_concept_space_refuses_misaligned_words_and_embeddings(words, emb, message):
+    from clapnb.decompose import ConceptSpace
+    with pytest.raises((TypeError, ValueError), match=message):
+        ConceptSpace(words, emb)
+
+
+def test_concept_space_of_a_model_drops_unknown_words_and_keeps_them_aligned():
+    from clapnb.concepts import concept_space
+    from clapnb.tiny import load_tiny
+    from clapnb.vocabulary import Vocabulary, vocabulary_embeddings
+    model = load_tiny("cpu")
+    vocab = Vocabulary("toy", ["siren", "zzqxj", "rain", "bell"])
+    reference = np.eye(model.embed_dim, dtype=np.float32)[:3]
+    space = concept_space(model, vocab, reference=reference)
+    assert space.words == ["siren", "rain", "bell"] and space.dropped == ("zzqxj",)
+    assert space.name == "toy @ tiny"
+    np.testing.assert_allclose(space.embeddings, model.embed_text(space.words).numpy(), atol=1e-5)
+    np.testing.assert_allclose(space.audio_mean.numpy(), reference.mean(0), atol=1e-6)
+    everything = concept_space(model, vocab, known_words_only=False)
+    assert everything.words == list(vocab.words) and everything.audio_mean is None
+    np.testing.assert_allclose(everything.embeddings, vocabulary_embeddings(model, vocab))
+    with pytest.raises(ValueError, match="keeps no word of the 'junk' vocabulary"):
+        concept_space(model, Vocabulary("junk", ["zzqxj"]))

@@ -8,7 +8,7 @@ import torch
 
 from clapnb.decompose import (ConceptDecomposer, Decomposition, decompose, duality_gap,
                               embedding_mean, lasso_fista, lasso_sklearn, objective)
-from clapnb.model import default_device
+from clapnb.settings import default_device
 
 
 def unit_rows(rng: np.random.Generator, n: int, d: int, offset: float = 0.0) -> np.ndarray:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 import clapnb
 from clapnb import _torchvision_shim as shim
 from clapnb import laion
-from clapnb.model import model_names
+from clapnb.registry import model_names
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE, WINDOW = laion.LaionClap.sample_rate, laion.LaionClap.clip_samples
@@ -473,7 +473,7 @@ def test_load_laion_downloads_verifies_builds_and_loads(model, clips, cache, mon
             assert len(server.hits("/lukewys/test-best.pt")) == 1
     finally:
         laion.checkpoint_path("laion/test").unlink(missing_ok=True)  # pytest keeps tmp dirs
-    assert loaded.name == "laion/test" and loaded.kind == "laion"
+    assert loaded.name == "laion/test" and isinstance(loaded, laion.LaionClap)
     assert "test-best.pt" in loaded.cache_key and spec.sha256 in loaded.cache_key
     assert laion.PREPROCESSING in loaded.cache_key
     torch.testing.assert_close(loaded.embed_audio(clips[:1]), model.embed_audio(clips[:1]))

@@ -100,7 +100,7 @@ def test_roc_auc_by_hand():
 class SumModel(ClapModel):
     """Embedding = the spectrogram summed over time, unit-normed; two "frequency bins"."""
 
-    kind, name = "test", "sum"
+    name = "sum"
 
     def __init__(self):
         super().__init__()

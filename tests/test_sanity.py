@@ -85,13 +85,13 @@ def test_cascading_randomization_goes_top_down_and_leaves_the_model_alone():
     from clapnb.tiny import load_tiny
     model = load_tiny("cpu")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    names = [n for n, _ in sanity.encoder_layers(model)]
+    names = [n for n, _ in model.encoder_layers()]
     assert names == ["projection", "block 4", "block 3", "block 2", "block 1"]
     seen = []
     for k, (name, broken) in enumerate(sanity.cascading_randomization(model, seed=0)):
         seen.append(name)
         state = broken.state_dict()
-        changed = {n for n, m in sanity.encoder_layers(broken)
+        changed = {n for n, m in broken.encoder_layers()
                    if any(not torch.equal(p, before[f"audio_encoder.{key}"])
                           for key, p in _named(model, broken, m).items())}
         assert changed == set(names[:k + 1])        # exactly the top k + 1 layers are random

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from clapnb import synth
-from clapnb.model import load_model
+from clapnb.registry import load_model
 from clapnb.tiny import CONFIG_FILE, WEIGHTS_FILE, TinyClap, TinyConfig, load_tiny, words
 from clapnb.zeroshot import class_prompts, zero_shot
 
@@ -36,7 +36,7 @@ def test_cache_key_contains_the_weights_digest(model):
 
 def test_load_model_tiny_uses_this_backend():
     m = load_model("tiny", device="cpu", verbose=False)
-    assert isinstance(m, TinyClap) and m.kind == "tiny" and m.embed_dim == 512
+    assert isinstance(m, TinyClap) and m.name == "tiny" and m.embed_dim == 512
     assert m.sample_rate == 16000 and m.clip_samples == 80000
     assert not m.training
 

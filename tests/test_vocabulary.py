@@ -233,9 +233,9 @@ def test_shipped_lists_rebuild_byte_identical(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     built = sorted(p.name for p in tmp_path.iterdir())
-    shipped = sorted(p.name for p in (ROOT / "vocabularies").glob("*.tsv"))
+    shipped = sorted(p.name for p in (ROOT / "clapnb" / "vocabularies").glob("*.tsv"))
     assert built == shipped
-    _, mismatch, errors = filecmp.cmpfiles(tmp_path, ROOT / "vocabularies", built, shallow=False)
+    _, mismatch, errors = filecmp.cmpfiles(tmp_path, ROOT / "clapnb" / "vocabularies", built, shallow=False)
     assert mismatch == [] and errors == [], f"rebuilt lists differ: {mismatch + errors}"
 
 
@@ -245,7 +245,7 @@ def test_shipped_lists_rebuild_byte_identical(tmp_path):
 class HashTextModel(ClapModel):
     """Text embeddings from a hash of the text: deterministic, no weights to load."""
 
-    name, kind, cache_key, embed_dim = "hash", "tiny", "hash-text-v1", 8
+    name, cache_key, embed_dim = "hash", "hash-text-v1", 8
 
     def __init__(self) -> None:
         super().__init__()

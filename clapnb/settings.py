@@ -1,0 +1,49 @@
+"""The bottom layer: environment switches, the cache root and the default device.
+
+Every other module reads these here, so each switch has one name and one meaning:
+
+* ``CLAPNB_MODEL``: a model name that overrides the one given to ``load_model``;
+* ``CLAPNB_OFFLINE=1``: forbid every network access (``"auto"`` then means TinyCLAP);
+* ``CLAPNB_CACHE``: the folder that holds checkpoints, datasets and embeddings
+  (default: the user cache folder, ``~/.cache/clapnb`` on Linux).
+
+Nothing here imports another ``clapnb`` module.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+import torch
+
+#: environment variable that overrides the model name given to ``load_model``
+MODEL_ENV = "CLAPNB_MODEL"
+#: set to 1 to forbid every network access (CI sets it): ``"auto"`` then means ``"tiny"``
+OFFLINE_ENV = "CLAPNB_OFFLINE"
+#: environment variable naming the cache folder
+CACHE_ENV = "CLAPNB_CACHE"
+
+
+def offline() -> bool:
+    """True when ``CLAPNB_OFFLINE`` is set to 1/true/yes."""
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes"}
+
+
+def model_override() -> str | None:
+    """The model name ``CLAPNB_MODEL`` asks for, or ``None`` when it is unset or blank."""
+    return os.environ.get(MODEL_ENV, "").strip() or None
+
+
+def cache_root() -> Path:
+    """``$CLAPNB_CACHE`` when set, else the user cache folder (not created here)."""
+    root = os.environ.get(CACHE_ENV, "").strip()
+    return Path(root).expanduser() if root else Path(platformdirs.user_cache_dir("clapnb"))
+
+
+def default_device(device: str | torch.device | None = None) -> torch.device:
+    """``None`` means CUDA when available, else CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
