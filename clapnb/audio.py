@@ -12,7 +12,9 @@ input                      behaviour
 list of 1-D arrays         a batch; clips may differ in length
 stereo ``(S, 2)``/``(2,S)``  refused: pass ``to_mono(x)`` (the error says so)
 integer PCM (int16/int32)  scaled to [-1, 1] by the dtype's full range
+8-bit PCM (uint8)          offset 128 removed, then scaled: (x - 128) / 128
 wrong sample rate          resampled with librosa when ``sample_rate`` is given
+bad sample rate            refused unless a positive integer (0, -1, 44.1e3)
 NaN / inf                  refused, naming the clip index
 empty clip                 refused
 silent clip                accepted (an all-zero clip is valid audio)
@@ -41,12 +43,28 @@ def to_mono(x: np.ndarray | torch.Tensor) -> np.ndarray:
 
 
 def _to_float(x: np.ndarray) -> np.ndarray:
+    """float32 samples; integer PCM is scaled so that its full range is [-1, 1)."""
+    if np.issubdtype(x.dtype, np.unsignedinteger):  # 8-bit WAV: 128 is silence
+        mid = 2.0 ** (8 * x.dtype.itemsize - 1)
+        return ((x.astype(np.float64) - mid) / mid).astype(np.float32)
     if np.issubdtype(x.dtype, np.integer):
         info = np.iinfo(x.dtype)
         return (x.astype(np.float64) / max(abs(info.min), info.max)).astype(np.float32)
     if np.issubdtype(x.dtype, np.bool_) or not np.issubdtype(x.dtype, np.number):
         raise TypeError(f"audio must be numeric (float or integer PCM), got dtype {x.dtype}")
     return x.astype(np.float32, copy=False)
+
+
+def check_sample_rate(rate: object, name: str = "sample_rate") -> int:
+    """``rate`` as an ``int`` when it is a positive integer (numpy integers too), else an error."""
+    if isinstance(rate, (bool, np.bool_)) or not isinstance(rate, (int, np.integer)):
+        hint = f" (e.g. {name}=int(sr))" if isinstance(rate, (float, np.floating)) else ""
+        raise TypeError(f"{name} must be a positive integer number of Hz such as 16000, "
+                        f"got {rate!r} ({type(rate).__name__}){hint}")
+    if rate <= 0:
+        raise ValueError(f"{name} must be a positive integer number of Hz such as 16000, got "
+                         f"{rate!r}; pass the rate the audio was recorded at")
+    return int(rate)
 
 
 def _split_clips(waveforms: AudioInput) -> list[np.ndarray]:
@@ -101,7 +119,14 @@ def prepare_waveforms(waveforms: AudioInput, model_rate: int, clip_samples: int 
 
     Returns:
         float32 tensor ``(N, clip_samples)`` on the CPU.
+
+    Raises:
+        TypeError, ValueError: a sample rate that is not a positive integer, or
+            audio of the wrong shape, dtype or content (the message says which).
     """
+    model_rate = check_sample_rate(model_rate, "model_rate")
+    if sample_rate is not None:
+        sample_rate = check_sample_rate(sample_rate)
     clips = _split_clips(waveforms)
     out = []
     for i, c in enumerate(clips):

@@ -1,11 +1,15 @@
 """Bad and unusual audio input: clapnb.audio.prepare_waveforms (what every model's
 ``prepare`` calls) and the prompt checks of clapnb.model.check_texts."""
 
+import io
+import re
+
 import numpy as np
 import pytest
 import torch
+from scipy.io import wavfile
 
-from clapnb.audio import fit_length, prepare_waveforms, to_mono
+from clapnb.audio import check_sample_rate, fit_length, prepare_waveforms, to_mono
 from clapnb.model import check_texts
 
 RATE = 48_000
@@ -67,6 +71,30 @@ def test_integer_pcm_is_scaled_to_plus_minus_one():
     torch.testing.assert_close(prepare(pcm32, clip_samples=None)[0], torch.tensor([0.0, -1.0, 0.5]))
 
 
+def test_8_bit_pcm_has_its_offset_removed():
+    """8-bit WAV is unsigned: 128 is silence, 0 and 255 the extremes."""
+    pcm8 = np.array([0, 64, 128, 192, 255], dtype=np.uint8)
+    torch.testing.assert_close(prepare(pcm8, clip_samples=None)[0],
+                               torch.tensor([-1.0, -0.5, 0.0, 0.5, 127 / 128]))
+    assert not prepare(np.full(RATE, 128, np.uint8)).any()  # silence stays silent
+    signed = np.array([-128, -64, 0, 64, 127], dtype=np.int8)  # the same samples, signed
+    assert torch.equal(prepare(signed, clip_samples=None), prepare(pcm8, clip_samples=None))
+    pcm16 = np.array([-32768, 0, 16384], np.int16)  # wider unsigned PCM: the same rule
+    assert torch.equal(prepare((pcm16.astype(np.int32) + 32768).astype(np.uint16), clip_samples=None),
+                       prepare(pcm16, clip_samples=None))
+    assert to_mono(np.full((100, 2), 128, np.uint8)).tolist() == [0.0] * 100
+
+
+def test_8_bit_wav_read_by_scipy_matches_the_float_clip():
+    x = tone(0.1)  # amplitude 0.5
+    buf = io.BytesIO()
+    wavfile.write(buf, RATE, np.round(x * 127 + 128).astype(np.uint8))  # 8-bit WAV
+    rate, pcm8 = wavfile.read(io.BytesIO(buf.getvalue()))
+    assert rate == RATE and pcm8.dtype == np.uint8
+    out = prepare(pcm8, sample_rate=rate, clip_samples=None)[0].numpy()
+    np.testing.assert_allclose(out, x, atol=1.5 / 128)  # not shifted up by 0.5 or 1.0
+
+
 def test_non_numeric_audio_is_refused():
     with pytest.raises(TypeError, match="numeric"):
         prepare(np.array([True, False] * 100))
@@ -116,6 +144,31 @@ def test_clips_of_different_lengths_need_a_window():
     with pytest.raises(ValueError, match="different lengths"):
         prepare([tone(1), tone(2)], clip_samples=None)
     assert prepare([tone(1), tone(2)]).shape == (2, WINDOW)
+
+
+@pytest.mark.parametrize("bad", [0, -16_000])
+def test_a_non_positive_sample_rate_is_refused(bad):
+    with pytest.raises(ValueError, match=rf"sample_rate must be a positive integer.*got {bad}; "
+                                         "pass the rate the audio was recorded at"):
+        prepare(tone(1), sample_rate=bad)  # 0 used to end in a bare ZeroDivisionError
+
+
+@pytest.mark.parametrize("bad", [16_000.0, 44.1e3, np.float32(16_000), True, np.True_, "16000"])
+def test_a_sample_rate_that_is_not_an_integer_is_refused(bad):
+    with pytest.raises(TypeError, match=rf"sample_rate must be a positive integer.*got "
+                                        rf"{re.escape(repr(bad))} \({type(bad).__name__}\)"):
+        prepare(tone(1), sample_rate=bad)
+
+
+def test_numpy_integer_sample_rates_are_accepted():
+    expected = prepare(tone(1.0, rate=16_000), sample_rate=16_000, clip_samples=None)
+    for rate in (np.int64(16_000), np.int32(16_000), np.uint16(16_000)):
+        assert torch.equal(prepare(tone(1.0, rate=16_000), sample_rate=rate, clip_samples=None),
+                           expected)
+    assert check_sample_rate(np.int64(48_000)) == 48_000 and type(check_sample_rate(np.int64(1))) is int
+    assert "int(sr)" in str(pytest.raises(TypeError, check_sample_rate, 22_050.0).value)
+    with pytest.raises(ValueError, match="model_rate must be a positive integer.*got 0"):
+        prepare_waveforms(tone(1), 0, None)
 
 
 def test_texts_are_checked():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import tarfile
 import zipfile
 from pathlib import Path
@@ -44,9 +45,10 @@ def make_zip(files: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def make_tar(members: list[tarfile.TarInfo], data: dict[str, bytes] | None = None) -> bytes:
+def make_tar(members: list[tarfile.TarInfo], data: dict[str, bytes] | None = None,
+             mode: str = "w:gz") -> bytes:
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+    with tarfile.open(fileobj=buf, mode=mode) as tf:
         for m in members:
             payload = (data or {}).get(m.name)
             if payload is not None:
@@ -55,9 +57,20 @@ def make_tar(members: list[tarfile.TarInfo], data: dict[str, bytes] | None = Non
     return buf.getvalue()
 
 
+def make_link(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> tarfile.TarInfo:
+    link = tarfile.TarInfo(name)
+    link.type, link.linkname = kind, target
+    return link
+
+
 def leftovers(folder: Path) -> list[str]:
     """Temporary or partial files left in a folder."""
     return sorted(p.name for p in folder.iterdir() if p.name.endswith((".part", ".tmp")))
+
+
+def everything(folder: Path) -> list[str]:
+    """Every path under a folder (links not followed), relative to it."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
 
 
 # ---------------------------------------------------------------------------------
@@ -184,6 +197,89 @@ def test_md5_is_checked_too(loopback, tmp_path):
     assert (tmp_path / "b.bin").read_bytes() == PAYLOAD
 
 
+# planted links: anyone who can write to a shared cache folder could plant them
+VICTIM = b"a user's file outside the cache\n"
+
+
+@pytest.fixture
+def victim(tmp_path) -> Path:
+    (tmp_path / "home").mkdir()
+    path = tmp_path / "home" / "notes.txt"
+    path.write_bytes(VICTIM)
+    return path
+
+
+@pytest.mark.parametrize("size", [None, len(VICTIM)])  # the size of the victim: "already complete"
+def test_planted_part_symlink_is_refused(loopback, tmp_path, victim, size):
+    url = loopback.add("/file.bin", PAYLOAD)
+    (tmp_path / "cache").mkdir()
+    part = tmp_path / "cache" / "file.bin.part"
+    part.symlink_to(victim)
+    with pytest.raises(DownloadError, match=r"file\.bin\.part is a symbolic link") as err:
+        download_file(url, tmp_path / "cache" / "file.bin", size=size)
+    assert str(victim) in str(err.value) and "delete file.bin.part yourself" in str(err.value)
+    assert victim.read_bytes() == VICTIM  # not appended to, truncated or moved
+    assert part.is_symlink() and not (tmp_path / "cache" / "file.bin").exists()  # nothing deleted or moved
+    assert loopback.requests == []  # refused before any request
+
+
+def test_planted_dangling_part_symlink_creates_nothing_outside(loopback, tmp_path):
+    url = loopback.add("/file.bin", PAYLOAD)
+    part = tmp_path / "file.bin.part"
+    part.symlink_to(tmp_path / "elsewhere.txt")  # plain open(part, "wb") would create this
+    with pytest.raises(DownloadError, match="symbolic link"):
+        download_file(url, tmp_path / "file.bin")
+    assert not (tmp_path / "elsewhere.txt").exists() and part.is_symlink()
+
+
+def test_planted_part_hard_link_is_refused(loopback, tmp_path, victim):
+    url = loopback.add("/file.bin", PAYLOAD)
+    part = tmp_path / "file.bin.part"
+    os.link(victim, part)
+    with pytest.raises(DownloadError, match="2 names"):
+        download_file(url, tmp_path / "file.bin")
+    assert victim.read_bytes() == VICTIM and loopback.requests == []
+
+
+@pytest.mark.skipif(not hasattr(os, "O_NOFOLLOW"), reason="no O_NOFOLLOW on this OS")
+def test_part_link_planted_after_the_check_is_not_followed(loopback, tmp_path, victim, monkeypatch):
+    """A link swapped in between the check and the open: O_NOFOLLOW refuses it."""
+    url = loopback.add("/file.bin", PAYLOAD)
+    monkeypatch.setattr(download, "_part_size", lambda part: 0)  # the check sees nothing
+    (tmp_path / "file.bin.part").symlink_to(victim)
+    with pytest.raises(DownloadError, match="symbolic link"):
+        download_file(url, tmp_path / "file.bin")
+    assert victim.read_bytes() == VICTIM
+
+
+@pytest.mark.parametrize("swap", ["symlink", "other file"])
+def test_part_swapped_before_the_rename_is_not_moved_into_place(loopback, tmp_path, victim,
+                                                                 monkeypatch, swap):
+    url = loopback.add("/file.bin", PAYLOAD)
+    part, dest = tmp_path / "file.bin.part", tmp_path / "file.bin"
+    check = download._check_file
+
+    def check_then_swap(f, *args):
+        problem = check(f, *args)  # the verified file ...
+        part.unlink()  # ... is replaced before the rename
+        part.symlink_to(victim) if swap == "symlink" else part.write_bytes(PAYLOAD)
+        return problem
+
+    monkeypatch.setattr(download, "_check_file", check_then_swap)
+    with pytest.raises(DownloadError, match="symbolic link" if swap == "symlink" else "was replaced"):
+        download_file(url, dest, sha256=sha(PAYLOAD))
+    assert not dest.exists() and not dest.is_symlink() and victim.read_bytes() == VICTIM
+
+
+def test_destination_symlink_is_replaced_not_written_through(loopback, tmp_path, victim):
+    url = loopback.add("/file.bin", PAYLOAD)
+    dest = tmp_path / "file.bin"
+    dest.symlink_to(victim)  # fails the checksum: fetched again
+    assert download_file(url, dest, sha256=sha(PAYLOAD)) == dest
+    assert not dest.is_symlink() and dest.read_bytes() == PAYLOAD
+    assert victim.read_bytes() == VICTIM
+
+
 # ---------------------------------------------------------------------------------
 # extract_archive
 # ---------------------------------------------------------------------------------
@@ -213,15 +309,13 @@ def test_extract_is_idempotent(tmp_path):
     assert (target / "top" / "a.txt").read_bytes() == b"edited"
 
 
-def test_extract_tar_gz(tmp_path):
-    members = [tarfile.TarInfo(name) for name in FILES]
-    link = tarfile.TarInfo("top/link.txt")
-    link.type, link.linkname = tarfile.SYMTYPE, "a.txt"  # stays inside: allowed
-    archive = tmp_path / "a.tar.gz"
-    archive.write_bytes(make_tar(members + [link], FILES))
+@pytest.mark.parametrize("name,mode", [("a.tar.gz", "w:gz"), ("a.tgz", "w:gz"), ("a.tar", "w"),
+                                       ("a.tar.bz2", "w:bz2"), ("a.tar.xz", "w:xz")])
+def test_extract_tar(tmp_path, name, mode):
+    archive = tmp_path / name
+    archive.write_bytes(make_tar([tarfile.TarInfo(n) for n in FILES], FILES, mode))
     target = extract_archive(archive, tmp_path / "out")
-    assert (target / "top" / "link.txt").read_bytes() == b"alpha"
-    assert tree(target) == {**FILES, "top/link.txt": b"alpha"}
+    assert tree(target) == FILES and leftovers(tmp_path) == []
 
 
 def test_served_archive_with_dotdot_member_is_refused(loopback, tmp_path):
@@ -244,27 +338,97 @@ def test_unsafe_member_names_are_refused(tmp_path, name):
 
 @pytest.mark.parametrize("kind,linkname", [(tarfile.SYMTYPE, "../../outside"),
                                            (tarfile.SYMTYPE, "/etc/passwd"),
-                                           (tarfile.LNKTYPE, "../outside")])
-def test_links_pointing_outside_are_refused(tmp_path, kind, linkname):
-    link = tarfile.TarInfo("top/link")
-    link.type, link.linkname = kind, linkname
+                                           (tarfile.SYMTYPE, "a.txt"),  # inside: refused too
+                                           (tarfile.LNKTYPE, "../outside"),
+                                           (tarfile.LNKTYPE, "top/a.txt")])
+def test_tar_links_are_refused_wherever_they_point(tmp_path, kind, linkname):
+    files = [tarfile.TarInfo(n) for n in FILES]  # written first in the archive ...
     archive = tmp_path / "a.tar.gz"
-    archive.write_bytes(make_tar([link]))
-    with pytest.raises(ArchiveError, match="points outside"):
+    archive.write_bytes(make_tar(files + [make_link("top/link", linkname, kind)], FILES))
+    kind_name = "symbolic" if kind == tarfile.SYMTYPE else "hard"
+    with pytest.raises(ArchiveError, match=rf"member 'top/link' is a {kind_name} link \(to "
+                                           rf"'{re.escape(linkname)}'\).*not the expected dataset "
+                                           r"archive.*download it again.*report it"):
         extract_archive(archive, tmp_path / "out")
-    assert not (tmp_path / "out").exists()
+    assert everything(tmp_path) == ["a.tar.gz"]  # ... yet nothing was extracted, nothing left
 
 
-def test_zip_symlink_pointing_outside_is_refused(tmp_path):
+@pytest.mark.parametrize("data_filter", [True, False])
+def test_tar_symlink_chain_cannot_write_outside(tmp_path, monkeypatch, data_filter):
+    """a -> ., a/b -> .. (each harmless-looking), then a/b/escaped.txt lands next to the
+    target: the link chain that escapes where tarfile has no "data" filter (3.10.0-11,
+    3.11.0-3), and that, made long enough, defeats the filter (CVE-2025-4517)."""
+    if not data_filter:  # play a Python without it
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    members = [make_link("a", "."), make_link("a/b", ".."), tarfile.TarInfo("a/b/escaped.txt")]
+    (tmp_path / "dl").mkdir()
+    archive = tmp_path / "dl" / "chain.tar"
+    archive.write_bytes(make_tar(members, {"a/b/escaped.txt": b"pwned"}, mode="w"))
+    with pytest.raises(ArchiveError, match=r"member 'a' is a symbolic link \(to '\.'\)"):
+        extract_archive(archive, tmp_path / "dl" / "out")
+    assert everything(tmp_path) == ["dl", "dl/chain.tar"]  # no escaped.txt anywhere, no out/
+
+
+@pytest.mark.parametrize("linkname", ["../../secret", "a.txt"])
+def test_zip_symlink_is_refused(tmp_path, linkname):
     info = zipfile.ZipInfo("top/link")
-    info.external_attr = (0o120777 << 16)
+    info.external_attr = (0o120777 << 16)  # what `zip --symlinks` writes for a link
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr(info, "../../secret")
+        zf.writestr("top/a.txt", b"alpha")  # before the link: must not be extracted either
+        zf.writestr(info, linkname)
     archive = tmp_path / "a.zip"
     archive.write_bytes(buf.getvalue())
-    with pytest.raises(ArchiveError, match="points outside"):
+    with pytest.raises(ArchiveError, match=r"member 'top/link' is a symbolic link.*not the expected"):
         extract_archive(archive, tmp_path / "out")
+    assert everything(tmp_path) == ["a.zip"]
+
+
+def test_tar_served_as_zip_is_refused(loopback, tmp_path):
+    tar = make_tar([tarfile.TarInfo(n) for n in FILES], FILES)
+    url = loopback.add("/data.zip", tar)
+    with pytest.raises(ArchiveError, match="data.zip is a tar archive, but a zip archive was "
+                                           "expected: it is not the expected dataset archive"):
+        download_and_extract(url, tmp_path / "data.zip", tmp_path / "out")
+    assert everything(tmp_path) == []  # archive deleted, nothing extracted
+    archive = tmp_path / "data.bin"
+    archive.write_bytes(tar)
+    with pytest.raises(ArchiveError, match="is a tar archive, but a zip"):
+        extract_archive(archive, tmp_path / "out", fmt="zip")
+    assert tree(extract_archive(archive, tmp_path / "out", fmt="tar")) == FILES  # the right format
+
+
+def test_zip_saved_as_tar_is_refused(tmp_path):
+    archive = tmp_path / "a.tar.gz"
+    archive.write_bytes(make_zip(FILES))
+    with pytest.raises(ArchiveError, match="is a zip archive, but a tar archive was expected"):
+        extract_archive(archive, tmp_path / "out")
+    assert everything(tmp_path) == ["a.tar.gz"]
+
+
+def test_tar_ending_with_a_zip_is_a_tar(tmp_path):
+    """zipfile.is_zipfile also finds a zip stored at the end of a tar (and zipfile would
+    unpack it): the tar header is what counts."""
+    inner = make_zip({"inner.txt": b"from the zip"})
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(make_tar([tarfile.TarInfo("inner.zip")], {"inner.zip": inner}, mode="w"))
+    assert zipfile.is_zipfile(archive)
+    with pytest.raises(ArchiveError, match="is a tar archive, but a zip"):
+        extract_archive(archive, tmp_path / "out")
+    assert tree(extract_archive(archive, tmp_path / "out", fmt="tar")) == {"inner.zip": inner}
+
+
+def test_archive_format_comes_from_fmt_or_the_name(tmp_path):
+    assert download.archive_format("x/ESC-50-master.zip") == "zip"
+    assert download.archive_format("clotho_audio_evaluation.7z") == "7z"
+    assert download.archive_format("A.TAR.GZ") == "tar" and download.archive_format("a.tgz") == "tar"
+    assert download.archive_format("data.bin", "7z") == "7z"
+    with pytest.raises(ValueError, match=r"data\.bin.*pass fmt="):
+        extract_archive(tmp_path / "data.bin", tmp_path / "out")
+    with pytest.raises(ValueError, match=r"fmt='rar'.*'7z', 'tar', 'zip'"):
+        download_and_extract("http://127.0.0.1:9/never", tmp_path / "a.rar", tmp_path / "out",
+                             fmt="rar")
+    assert list(tmp_path.iterdir()) == []  # refused before any download
 
 
 def test_corrupted_zip_is_reported_as_damaged(tmp_path):
@@ -328,6 +492,16 @@ def test_7z_with_a_symlink_is_refused(tmp_path):
     archive = tmp_path / "a.7z"
     with py7zr.SevenZipFile(archive, "w") as z:
         z.write(tmp_path / "src" / "link", "top/link")
-    with pytest.raises(ArchiveError, match="symbolic link"):
+    with pytest.raises(ArchiveError, match=r"member 'top/link' is a symbolic link.*not the expected"):
         extract_archive(archive, tmp_path / "out")
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+
+
+def test_7z_saved_as_zip_is_refused(tmp_path):
+    py7zr = pytest.importorskip("py7zr")
+    archive = tmp_path / "a.zip"
+    with py7zr.SevenZipFile(archive, "w") as z:
+        z.writestr(b"alpha", "top/a.txt")
+    with pytest.raises(ArchiveError, match="is a 7z archive, but a zip"):
+        extract_archive(archive, tmp_path / "out")
+    assert everything(tmp_path) == ["a.zip"]
