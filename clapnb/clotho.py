@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from clapnb.cache import cache_dir
-from clapnb.datasets import SceneSet, WavLoader
+from clapnb.datasets import SceneSet, WavLoader, incomplete_copy
 from clapnb.download import download_and_extract, download_file
 
 #: Zenodo folder holding the Clotho v2.1 files
@@ -50,7 +50,8 @@ def load_clotho(split: str = "evaluation", root: str | os.PathLike | None = None
     """
     if split not in CHECKSUMS:
         raise ValueError(f"unknown Clotho split {split!r}; choose one of {', '.join(CHECKSUMS)}")
-    root = Path(root) if root is not None else cache_dir("clotho")
+    own_copy = root is not None
+    root = Path(root) if own_copy else cache_dir("clotho")
     base = (url or os.environ.get(URL_ENV) or CLOTHO_URL).rstrip("/")
     captions_md5, audio_md5 = CHECKSUMS[split]
     captions = root / f"clotho_captions_{split}.csv"
@@ -68,7 +69,7 @@ def load_clotho(split: str = "evaluation", root: str | os.PathLike | None = None
         if audio_dir is None:
             raise FileNotFoundError(f"the Clotho archive unpacked into {root / f'audio_{split}'} "
                                     f"has no {split}/ folder; delete that folder and check the address")
-    return _read(captions, audio_dir, split)
+    return _read(captions, audio_dir, split, own_copy)
 
 
 def _audio_dir(root: Path, split: str) -> Path | None:
@@ -78,7 +79,7 @@ def _audio_dir(root: Path, split: str) -> Path | None:
     return None
 
 
-def _read(captions_csv: Path, audio_dir: Path, split: str) -> SceneSet:
+def _read(captions_csv: Path, audio_dir: Path, split: str, own_copy: bool) -> SceneSet:
     with open(captions_csv, newline="", encoding="utf-8-sig") as f:
         rows = list(csv.DictReader(f))
     columns = ["file_name", *(f"caption_{k}" for k in range(1, N_CAPTIONS + 1))]
@@ -87,15 +88,15 @@ def _read(captions_csv: Path, audio_dir: Path, split: str) -> SceneSet:
     present = set(os.listdir(audio_dir))
     missing = [r["file_name"] for r in rows if r["file_name"] not in present]
     if missing:
-        raise FileNotFoundError(
-            f"Clotho {split} is incomplete: {len(missing)} of {len(rows)} audio files are missing "
-            f"from {audio_dir} (first: {missing[0]!r}). Delete {audio_dir.parent} and call "
-            "load_clotho() again to download a fresh copy.")
+        raise incomplete_copy(f"Clotho {split}", audio_dir, missing, len(rows), own_copy,
+                              f"load_clotho({split!r})", delete=audio_dir.parent)
+    loader = WavLoader(tuple(audio_dir / r["file_name"] for r in rows), SAMPLE_RATE)
     return SceneSet(
         name=f"clotho-{split}",
         clip_ids=[Path(r["file_name"]).stem for r in rows],
         captions=[[r[c] for c in columns[1:]] for r in rows],
         sample_rate=SAMPLE_RATE,
-        loader=WavLoader(tuple(audio_dir / r["file_name"] for r in rows), SAMPLE_RATE),
+        loader=loader,
         extra={"split": split},
+        source=loader.fingerprint(),
     )

@@ -12,6 +12,7 @@ registry's business (:func:`clapnb.registry.load_clips`).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,6 +34,10 @@ class ClipSet:
     sample_rate: Hz of what ``audio(i)`` returns.
     loader: ``i -> float32 mono waveform (S,)`` for the i-th clip *of the original
         set*; ``index`` maps this (possibly subset) set's positions to it.
+    source: what identifies the audio behind the ids (for files: a digest of their
+        paths, sizes and modification times, :meth:`WavLoader.fingerprint`); part of
+        every embedding-cache key, so two copies with the same file names never share
+        cached embeddings.
     """
 
     name: str
@@ -43,6 +48,7 @@ class ClipSet:
     sample_rate: int
     loader: Callable[[int], np.ndarray]
     index: np.ndarray | None = None
+    source: str = ""
 
     def __len__(self) -> int:
         return len(self.clip_ids)
@@ -73,6 +79,7 @@ class SceneSet:
     captions: per clip, a list of captions (Clotho has 5, synthetic scenes 1-2).
     events: per clip, ground-truth events (offline only; ``None`` online). Each
         event is whatever :mod:`clapnb.synth` defines (class, onset, offset, ...).
+    source: what identifies the audio behind the ids (see :class:`ClipSet`).
     """
 
     name: str
@@ -83,6 +90,7 @@ class SceneSet:
     events: list[list[Any]] | None = None
     index: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
 
     def __len__(self) -> int:
         return len(self.clip_ids)
@@ -115,3 +123,29 @@ class WavLoader:
         if sr != self.sample_rate:
             raise ValueError(f"{self.paths[i]} is sampled at {sr} Hz, expected {self.sample_rate} Hz")
         return x.mean(axis=1)
+
+    def fingerprint(self) -> str:
+        """A digest of every file's absolute path, size and modification time: changes when
+        the audio may have (another copy, an edited file), without reading the audio."""
+        h = hashlib.sha256()
+        for path in self.paths:
+            st = Path(path).stat()
+            h.update(f"{Path(path).resolve()}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()[:16]
+
+
+def incomplete_copy(dataset: str, folder: Path, missing: Sequence[str], total: int,
+                    own_copy: bool, fresh: str, delete: Path) -> FileNotFoundError:
+    """The error for a copy of ``dataset`` whose ``folder`` lacks ``missing`` of its ``total``
+    audio files: how many, the first few, and advice that fits where the copy came from: a
+    folder the user passed (``own_copy``), or clapnb's cache, where deleting ``delete`` and
+    calling ``fresh`` again downloads a fresh copy."""
+    shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5:,} more" if len(missing) > 5 else "")
+    what = (f"{dataset} is incomplete: {len(missing):,} of {total:,} audio files are missing from "
+            f"{folder} ({shown})")
+    if own_copy:
+        fix = (f"This is your own copy (root=): restore those files there, or call {fresh} "
+               "without root= to use a fresh copy in clapnb's cache")
+    else:
+        fix = f"Delete {delete} and call {fresh} again to download a fresh copy"
+    return FileNotFoundError(f"{what}. {fix}.")

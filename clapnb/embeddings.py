@@ -32,13 +32,15 @@ def cached_audio_embeddings(model: ClapModel, clips: ClipSet | SceneSet, batch_s
                             save_every: int = 16) -> np.ndarray:
     """Audio embeddings of every clip, ``(len(clips), model.embed_dim)`` float32.
 
-    Computed once per (``model.cache_key``, ``clips.name``, clip id, preprocessing:
-    model and clip sample rates, model window) and stored; later calls only
-    compute clips missing from the cache. Progress is saved every ``save_every``
+    Computed once per (``model.cache_key``, ``clips.name``, ``clips.source`` (what
+    identifies the audio: for files their paths, sizes and modification times), clip id,
+    preprocessing: model and clip sample rates, model window) and stored; later calls
+    only compute clips missing from the cache. Progress is saved every ``save_every``
     batches, so an interrupted run resumes.
     """
-    key = {"model": model.cache_key, "dataset": clips.name, "clips_sample_rate": clips.sample_rate,
-           "model_sample_rate": model.sample_rate, "clip_samples": model.clip_samples}
+    key = {"model": model.cache_key, "dataset": clips.name, "source": clips.source,
+           "clips_sample_rate": clips.sample_rate, "model_sample_rate": model.sample_rate,
+           "clip_samples": model.clip_samples}
     path = _cache_file(model, "audio", clips.name, key)
     rows: dict[str, np.ndarray] = {}  # clip id -> (D,) embedding
     if (stored := _load(path, key, model.embed_dim)) is not None:

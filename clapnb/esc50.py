@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from clapnb.cache import cache_dir
-from clapnb.datasets import ClipSet, WavLoader
+from clapnb.datasets import ClipSet, WavLoader, incomplete_copy
 from clapnb.download import download_and_extract
 
 #: the dataset's GitHub archive
@@ -46,8 +46,9 @@ def load_esc50(root: str | os.PathLike | None = None, download: bool = True,
     ``clip_ids`` are file names without ``.wav``; ``labels`` are ESC-50's
     ``target`` numbers, ``class_names[target]`` the readable category.
     """
-    root = Path(root) if root is not None else cache_dir("esc50")
-    folder = _locate(root)
+    own_copy = root is not None
+    root = Path(root) if own_copy else cache_dir("esc50")
+    folder = _locate(root, own_copy)
     if folder is None:
         if not download:
             raise FileNotFoundError(f"ESC-50 is not in {root} (no meta/esc50.csv); call "
@@ -55,12 +56,12 @@ def load_esc50(root: str | os.PathLike | None = None, download: bool = True,
         download_and_extract(url or os.environ.get(URL_ENV) or ESC50_URL,
                              root / "ESC-50-master.zip", root / _EXTRACTED,
                              desc="ESC-50 (about 600 MB)")
-        folder = _locate(root)  # raises if the archive held no meta/esc50.csv
+        folder = _locate(root, own_copy)  # raises if the archive held no meta/esc50.csv
         assert folder is not None
-    return _read(folder)
+    return _read(folder, own_copy)
 
 
-def _locate(root: Path) -> Path | None:
+def _locate(root: Path, own_copy: bool) -> Path | None:
     """The folder holding ``meta/esc50.csv``, or None; raises on a half-present copy."""
     candidates = [root, root / "ESC-50-master", *sorted((root / _EXTRACTED).glob("*"))]
     for folder in candidates:
@@ -68,19 +69,20 @@ def _locate(root: Path) -> Path | None:
             return folder
     for folder in (root / "ESC-50-master", root / _EXTRACTED, root / "audio"):
         if folder.exists():
-            raise _incomplete(folder, f"{folder} exists but meta/esc50.csv is missing")
+            fix = ("restore meta/esc50.csv there, or call load_esc50() without root= to use a "
+                   "fresh copy in clapnb's cache" if own_copy else
+                   f"delete {_unpacked(folder)} and call load_esc50() again to download a fresh copy")
+            raise FileNotFoundError(f"ESC-50 is incomplete: {folder} exists but meta/esc50.csv "
+                                    f"is missing; {fix}.")
     return None
 
 
-def _incomplete(folder: Path, what: str) -> FileNotFoundError:
-    """The error for a half-present copy, naming the folder to delete."""
-    if folder.name == "audio" or folder.parent.name == _EXTRACTED:
-        folder = folder.parent
-    return FileNotFoundError(f"ESC-50 is incomplete: {what}. Delete {folder} and call "
-                             "load_esc50() again to download a fresh copy.")
+def _unpacked(folder: Path) -> Path:
+    """The folder a fresh download re-creates, for a folder inside a copy."""
+    return folder.parent if folder.name == "audio" or folder.parent.name == _EXTRACTED else folder
 
 
-def _read(folder: Path) -> ClipSet:
+def _read(folder: Path, own_copy: bool) -> ClipSet:
     meta = folder / "meta" / "esc50.csv"
     with open(meta, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -97,8 +99,9 @@ def _read(folder: Path) -> ClipSet:
     present = set(os.listdir(audio_dir)) if audio_dir.is_dir() else set()
     missing = [r["filename"] for r in rows if r["filename"] not in present]
     if missing:
-        raise _incomplete(folder, f"{len(missing)} of {len(rows)} audio files are missing "
-                                  f"from {audio_dir} (first: {missing[0]})")
+        raise incomplete_copy("ESC-50", audio_dir, missing, len(rows), own_copy, "load_esc50()",
+                              delete=_unpacked(folder))
+    loader = WavLoader(tuple(audio_dir / r["filename"] for r in rows), SAMPLE_RATE)
     return ClipSet(
         name="esc50",
         clip_ids=[Path(r["filename"]).stem for r in rows],
@@ -106,5 +109,6 @@ def _read(folder: Path) -> ClipSet:
         folds=np.array([int(r["fold"]) for r in rows]),
         class_names=[readable(categories[k]) for k in range(len(categories))],
         sample_rate=SAMPLE_RATE,
-        loader=WavLoader(tuple(audio_dir / r["filename"] for r in rows), SAMPLE_RATE),
+        loader=loader,
+        source=loader.fingerprint(),
     )

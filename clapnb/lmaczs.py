@@ -296,12 +296,18 @@ def explain(model: ClapModel, decoder: MaskDecoder, audio: AudioInput, prompts: 
     """Explain one clip for each of ``prompts``: masks, listenable audio, similarities.
 
     Args:
-        audio: one mono clip ``(S,)`` (numpy or torch), at ``sample_rate`` (default:
-            the model's rate). Stereo, integer PCM etc. are handled as in ``model.prepare``.
+        audio: one mono clip ``(S,)`` (numpy or torch; a list holding one clip, the form
+            ``embed_audio`` takes, works too), at ``sample_rate`` (default: the model's
+            rate). Stereo, integer PCM etc. are handled as in ``model.prepare``.
         prompts: non-empty list of non-empty strings.
     """
     prompts = check_texts(prompts)
     check_decoder(model, decoder)
+    if isinstance(audio, (list, tuple)):
+        if len(audio) != 1:
+            raise ValueError(f"explain takes one clip at a time, got a list of {len(audio)}; "
+                             "loop over the clips and call explain for each")
+        audio = audio[0]
     s = model.stft_config
     _check_length(audio, sample_rate or model.sample_rate, s.win_length / model.sample_rate)
     x = model.prepare(audio, sample_rate)

@@ -780,6 +780,7 @@ def load_synthetic_clips(n_per_class: int = 40, seed: int = 0,
     """
     if n_per_class < 1:
         raise ValueError(f"n_per_class must be at least 1, got {n_per_class}")
+    _check_seed(seed)
     classes = list(CLASSES if classes is None else classes)
     for name in classes:
         sound_class(name)
@@ -805,6 +806,7 @@ def load_synthetic_scenes(n: int = 200, seed: int = 0, min_events: int = 1,
     """
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
+    _check_seed(seed)
     if not 1 <= min_events <= max_events <= 3:
         raise ValueError(f"need 1 <= min_events <= max_events <= 3, got {min_events}, {max_events}")
     recipes, captions = [], []
@@ -818,6 +820,13 @@ def load_synthetic_scenes(n: int = 200, seed: int = 0, min_events: int = 1,
     return SceneSet(name=name, clip_ids=[f"{name}-{i:04d}" for i in range(n)], captions=captions,
                     sample_rate=SAMPLE_RATE, loader=_RecipeLoader(recipes),
                     events=[list(r.events) for r in recipes])
+
+
+def _check_seed(seed: int) -> None:
+    """Refuse a seed numpy cannot take, naming it: seeds are integers >= 0."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}; pick another seed "
+                         "(each seed gives a different synthetic set)")
 
 
 def _distinct_captions(events: tuple[Event, ...], rng: Rng, n: int) -> list[str]:

@@ -110,6 +110,18 @@ def test_missing_audio_is_a_clear_error(served, tmp_path):
     with pytest.raises(FileNotFoundError, match="1 of 4 audio files are missing") as err:
         load_clotho()
     assert scenes.clip_ids[0] in str(err.value) and "audio_evaluation" in str(err.value)
+    assert "Delete" in str(err.value) and "load_clotho('evaluation')" in str(err.value)
+
+
+def test_missing_audio_in_the_users_own_copy_is_not_deleted(served, tmp_path):
+    load_clotho()
+    own = tmp_path / "cache" / "clotho"
+    _, rows = captions_csv()
+    (own / "audio_evaluation/evaluation" / rows[1]["file_name"]).unlink()
+    with pytest.raises(FileNotFoundError, match="1 of 4 audio files are missing") as err:
+        load_clotho(root=own)
+    assert rows[1]["file_name"] in str(err.value) and "your own copy (root=)" in str(err.value)
+    assert "Delete" not in str(err.value)
 
 
 def test_bad_split_and_no_download(tmp_path):

@@ -141,9 +141,46 @@ def test_missing_audio_file_is_a_clear_error(served, tmp_path):
     assert str(tmp_path / "cache" / "esc50" / "extracted") in str(err.value)
 
 
+def test_many_missing_files_in_the_users_own_copy_are_counted_listed_and_not_deleted(tmp_path):
+    """A folder the user passed as root= is theirs: count, list a few, advise restoring it."""
+    with zipfile.ZipFile(io.BytesIO(esc50_zip())) as zf:
+        zf.extractall(tmp_path)
+    audio = tmp_path / "ESC-50-master" / "audio"
+    gone = sorted(p.name for p in audio.iterdir())[:7]
+    for name in gone:
+        (audio / name).unlink()
+    with pytest.raises(FileNotFoundError) as err:
+        load_esc50(root=tmp_path)
+    message = str(err.value)
+    assert "7 of 50 audio files are missing" in message and str(audio) in message
+    assert sum(name in message for name in gone) == 5 and "and 2 more" in message
+    assert "your own copy (root=)" in message and "restore those files" in message
+    assert "Delete" not in message                     # never advise deleting the user's folder
+
+
+def test_embedding_cache_tells_two_copies_with_the_same_file_names_apart(tmp_path):
+    """The audio-embedding cache key holds what identifies the audio (paths, sizes, times)."""
+    from clapnb.embeddings import cached_audio_embeddings
+    from clapnb.tiny import load_tiny
+    for name in ("A", "B"):
+        with zipfile.ZipFile(io.BytesIO(esc50_zip())) as zf:
+            zf.extractall(tmp_path / name)
+    wav = sorted((tmp_path / "B" / "ESC-50-master" / "audio").iterdir())[0]
+    x, sr = sf.read(wav, dtype="float32")
+    sf.write(wav, np.random.default_rng(0).standard_normal(len(x)).astype(np.float32) * 0.3, sr,
+             subtype="PCM_16")                         # same name, other audio
+    model = load_tiny("cpu")
+    a, b = (load_esc50(root=tmp_path / name).subset([0, 1]) for name in ("A", "B"))
+    assert a.clip_ids == b.clip_ids and a.source != b.source
+    emb_a, emb_b = cached_audio_embeddings(model, a), cached_audio_embeddings(model, b)
+    assert np.abs(emb_a[0] - emb_b[0]).max() > 0.05    # B's own audio, not A's cached rows
+    np.testing.assert_allclose(emb_a[1], emb_b[1], atol=1e-6)
+    np.testing.assert_array_equal(cached_audio_embeddings(model, a), emb_a)
+
+
 def test_folder_without_metadata_is_a_clear_error(tmp_path):
     (tmp_path / "ESC-50-master" / "audio").mkdir(parents=True)
-    with pytest.raises(FileNotFoundError, match="meta/esc50.csv is missing"):
+    with pytest.raises(FileNotFoundError, match="meta/esc50.csv is missing; restore"):
         load_esc50(root=tmp_path)
 
 

@@ -226,6 +226,23 @@ def test_empty_prompt_is_refused(model, scenes):
         lmaczs.explain(model, lmaczs.load_decoder(model), scenes.audio(0), "rain")
 
 
+def test_a_list_holding_one_clip_is_explained_like_the_clip(model, scenes):
+    decoder = lmaczs.load_decoder(model)
+    clip = scenes.audio(0)
+    as_list = lmaczs.explain(model, decoder, [clip], ["rain"])
+    torch.testing.assert_close(as_list.mask, lmaczs.explain(model, decoder, clip, ["rain"]).mask)
+    with pytest.raises(ValueError, match="one clip at a time, got a list of 2; loop over"):
+        lmaczs.explain(model, decoder, [clip, clip], ["rain"])
+
+
+def test_ground_truth_scores_name_classes_missing_from_the_class_list(model):
+    scenes = synth.load_synthetic_scenes(n=3, seed=5, min_events=2, max_events=2)
+    present = sorted({e.label for ev in scenes.events for e in ev})
+    others = [c for c in synth.CLASSES if c != present[0]]
+    with pytest.raises(ValueError, match=rf"not in class_names: {present[0]}; pass every class"):
+        lmaczs.ground_truth_scores(model, lmaczs.load_decoder(model), scenes, others, progress=False)
+
+
 def test_audio_shorter_than_one_frame_is_refused(model):
     with pytest.raises(ValueError, match="shorter than one STFT frame"):
         lmaczs.explain(model, lmaczs.load_decoder(model), np.zeros(100, np.float32), ["rain"])

@@ -1,5 +1,6 @@
 """The synthetic sound world: classes, determinism, layout, captions, ground-truth masks."""
 
+import re
 import time
 from collections import Counter
 
@@ -155,6 +156,11 @@ def test_bad_input_gets_clear_errors():
         synth.load_synthetic_clips(n_per_class=0)
     with pytest.raises(ValueError, match="min_events"):
         synth.load_synthetic_scenes(n=2, min_events=2, max_events=4)
+    for bad in (-1, 2.5, True, "3"):
+        with pytest.raises(ValueError, match=rf"seed must be an integer >= 0, got {re.escape(repr(bad))}"):
+            synth.load_synthetic_scenes(n=2, seed=bad)
+        with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+            synth.load_synthetic_clips(n_per_class=1, seed=bad)
     from clapnb.datasets import SceneSet
     other = SceneSet("x", ["a"], [["a caption"]], 16000, lambda i: np.zeros(10, np.float32))
     with pytest.raises(TypeError, match="not a synthetic set"):
