@@ -12,7 +12,12 @@ Every file clapnb fetches (checkpoints, ESC-50, Clotho) goes through
 * the ``.part`` file is opened without following links and must be a plain
   file with one name: a link planted in a shared cache folder cannot make a
   download write into (or be renamed over) a file elsewhere;
-* with ``CLAPNB_OFFLINE=1`` nothing is downloaded: a clear :class:`DownloadError`.
+* with ``CLAPNB_OFFLINE=1`` nothing is downloaded: a clear :class:`DownloadError`;
+* with ``CLAPNB_MIRROR`` set (the rehearsal), every address goes to the local mirror
+  instead (:func:`source`), and the mirror's own manifest of sizes and digests replaces
+  the real ones; without it the real digests apply;
+* a file with no published digest is accepted on its size alone, and the message
+  says so (:class:`UnverifiedDownload`).
 
 :func:`extract_archive` unpacks zip, tar(.gz/.bz2/.xz) and 7z archives into a
 temporary folder, then renames the folder into place; a marker file makes a
@@ -33,16 +38,19 @@ import shutil
 import stat
 import tarfile
 import tempfile
+import warnings
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import BinaryIO
 from urllib.error import HTTPError, URLError
+from urllib.parse import urlsplit
 from urllib.request import Request, urlopen
 
 from tqdm import tqdm  # plain text bars: widget bars can stall headless notebook runs (nbclient#312)
 
-from clapnb.settings import OFFLINE_ENV, offline
+from clapnb.settings import MIRROR_ENV, OFFLINE_ENV, mirror, offline
 
 #: how many times a transfer that stops early is resumed before giving up
 MAX_ATTEMPTS = 5
@@ -66,6 +74,67 @@ _OFFLINE_FIX = (f"no network? Run the notebook in Colab, or set {OFFLINE_ENV}=1 
 
 class DownloadError(RuntimeError):
     """A file could not be downloaded or verified; the message says how to fix it."""
+
+
+class UnverifiedDownload(UserWarning):
+    """A file was accepted without a checksum (none is published for it): size only."""
+
+
+#: the file every mirror serves at its root: ``{"host/path": {"size": N, "sha256": HEX}}``
+MIRROR_MANIFEST = "manifest.json"
+_manifests: dict[str, dict[str, dict]] = {}
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a file really comes from, and what it must be.
+
+    url: the address to fetch (the real one, or the mirror's stand-in for it).
+    sha256, md5, size: the expected digests and size (``None``: not checked).
+    mirrored: True when ``url`` is the local mirror's (a rehearsal).
+    """
+
+    url: str
+    sha256: str | None = None
+    md5: str | None = None
+    size: int | None = None
+    mirrored: bool = False
+
+
+def source(url: str, *, sha256: str | None = None, size: int | None = None,
+           md5: str | None = None) -> Source:
+    """Where to fetch ``url`` from, and how to check it.
+
+    Without ``CLAPNB_MIRROR`` that is ``url`` with the given checks. With it, the mirror
+    serves the same path under the host's name (``https://github.com/a/b.zip`` ->
+    ``$CLAPNB_MIRROR/github.com/a/b.zip``, the query kept) and its manifest gives the
+    size and SHA-256 of what it serves.
+    """
+    base = mirror()
+    if base is None:
+        return Source(url, sha256=sha256, md5=md5, size=size)
+    parts = urlsplit(url)
+    key = parts.netloc + parts.path
+    entry = _mirror_manifest(base).get(key)
+    if entry is None:
+        raise DownloadError(f"the mirror at {base} ({MIRROR_ENV}) has no {key}; rebuild it "
+                            "(scripts/rehearsal.py) or unset CLAPNB_MIRROR to use the real host")
+    mirrored = f"{base}/{key}" + (f"?{parts.query}" if parts.query else "")
+    return Source(mirrored, sha256=entry["sha256"], size=entry["size"], mirrored=True)
+
+
+def _mirror_manifest(base: str) -> dict[str, dict]:
+    """The mirror's manifest, fetched once per process."""
+    if base not in _manifests:
+        try:
+            with urlopen(Request(f"{base}/{MIRROR_MANIFEST}", headers={"User-Agent": _USER_AGENT}),
+                         timeout=TIMEOUT_S) as response:
+                _manifests[base] = json.loads(response.read())
+        except (OSError, ValueError, http.client.HTTPException) as e:
+            raise DownloadError(f"cannot read the mirror's manifest at {base}/{MIRROR_MANIFEST} "
+                                f"({e}); is the mirror running? Unset {MIRROR_ENV} to use the "
+                                "real hosts") from e
+    return _manifests[base]
 
 
 class ArchiveError(DownloadError):
@@ -100,6 +169,8 @@ def download_file(url: str, dest: str | os.PathLike, *, sha256: str | None = Non
             file (then nothing is written or deleted; the message says what to do).
     """
     dest = Path(dest)
+    src = source(url, sha256=sha256, size=size, md5=md5)
+    url, sha256, md5, size = src.url, src.sha256, src.md5, src.size
     if dest.is_file():
         problem = _check(dest, sha256, md5, size)
         if problem is None:
@@ -126,6 +197,10 @@ def download_file(url: str, dest: str | os.PathLike, *, sha256: str | None = Non
         raise DownloadError(f"{url}: {problem}; the file was deleted. Call again to retry; "
                             "if it keeps failing, the file on the server has changed.")
     _move_into_place(part, dest, verified)
+    if sha256 is None and md5 is None:
+        warnings.warn(f"{dest.name} was accepted unverified: no checksum is published for "
+                      f"{url}, so only its size{'' if size is None else f' ({size:,} bytes)'} "
+                      "was checked", UnverifiedDownload, stacklevel=2)
     return dest
 
 

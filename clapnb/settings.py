@@ -5,7 +5,11 @@ Every other module reads these here, so each switch has one name and one meaning
 * ``CLAPNB_MODEL``: a model name that overrides the one given to ``load_model``;
 * ``CLAPNB_OFFLINE=1``: forbid every network access (``"auto"`` then means TinyCLAP);
 * ``CLAPNB_CACHE``: the folder that holds checkpoints, datasets and embeddings
-  (default: the user cache folder, ``~/.cache/clapnb`` on Linux).
+  (default: the user cache folder, ``~/.cache/clapnb`` on Linux);
+* ``CLAPNB_MIRROR``: the address of a local mirror that stands in for every download
+  host (the rehearsal of the online course, ``make rehearse``): the files it serves are
+  checked against its own manifest, and models built from them are rehearsal models
+  with random weights whose numbers mean nothing.
 
 Nothing here imports another ``clapnb`` module.
 """
@@ -24,6 +28,8 @@ MODEL_ENV = "CLAPNB_MODEL"
 OFFLINE_ENV = "CLAPNB_OFFLINE"
 #: environment variable naming the cache folder
 CACHE_ENV = "CLAPNB_CACHE"
+#: environment variable naming a local mirror of every download host (the rehearsal)
+MIRROR_ENV = "CLAPNB_MIRROR"
 
 
 def offline() -> bool:
@@ -34,6 +40,11 @@ def offline() -> bool:
 def model_override() -> str | None:
     """The model name ``CLAPNB_MODEL`` asks for, or ``None`` when it is unset or blank."""
     return os.environ.get(MODEL_ENV, "").strip() or None
+
+
+def mirror() -> str | None:
+    """The mirror's base address (``http://127.0.0.1:PORT``) when ``CLAPNB_MIRROR`` is set."""
+    return os.environ.get(MIRROR_ENV, "").strip().rstrip("/") or None
 
 
 def cache_root() -> Path:

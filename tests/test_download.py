@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import re
 import tarfile
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -505,3 +507,51 @@ def test_7z_saved_as_zip_is_refused(tmp_path):
     with pytest.raises(ArchiveError, match="is a 7z archive, but a zip"):
         extract_archive(archive, tmp_path / "out")
     assert everything(tmp_path) == ["a.zip"]
+
+
+# ---------------------------------------------------------------------------------
+# The mirror (CLAPNB_MIRROR): same paths under the host's name, its own manifest
+# ---------------------------------------------------------------------------------
+def test_without_a_mirror_the_real_address_and_digests_apply(monkeypatch):
+    monkeypatch.delenv("CLAPNB_MIRROR", raising=False)
+    src = download.source("https://example.org/a.bin?download=1", sha256="ab" * 32, size=3)
+    assert src == download.Source("https://example.org/a.bin?download=1", sha256="ab" * 32,
+                                  size=3, mirrored=False)
+
+
+def test_the_mirror_serves_each_host_under_its_name_with_its_own_digests(loopback, tmp_path,
+                                                                         monkeypatch):
+    payload = b"rehearsal bytes"
+    digest = hashlib.sha256(payload).hexdigest()
+    loopback.add("/manifest.json", json.dumps(
+        {"zenodo.org/records/1/files/x.csv": {"size": len(payload), "sha256": digest}}).encode())
+    loopback.add("/zenodo.org/records/1/files/x.csv", payload)
+    monkeypatch.delenv("CLAPNB_OFFLINE", raising=False)
+    monkeypatch.setenv("CLAPNB_MIRROR", loopback.base_url + "/")
+    monkeypatch.setattr(download, "_manifests", {})
+    real = "https://zenodo.org/records/1/files/x.csv?download=1"
+    src = download.source(real, sha256="0" * 64, size=999)          # the real digests give way
+    assert src.mirrored and src.sha256 == digest and src.size == len(payload)
+    assert src.url == loopback.base_url + "/zenodo.org/records/1/files/x.csv?download=1"
+    out = download.download_file(real, tmp_path / "x.csv", sha256="0" * 64, size=999)
+    assert out.read_bytes() == payload
+    with pytest.raises(DownloadError, match=r"has no zenodo.org/records/2/y.csv; rebuild it"):
+        download.source("https://zenodo.org/records/2/y.csv")
+
+
+def test_an_unreachable_mirror_says_how_to_go_back_to_the_real_hosts(monkeypatch):
+    monkeypatch.setenv("CLAPNB_MIRROR", f"http://127.0.0.1:{unused_port()}")
+    monkeypatch.setattr(download, "_manifests", {})
+    with pytest.raises(DownloadError, match="is the mirror running.*Unset CLAPNB_MIRROR"):
+        download.source("https://github.com/a/b.zip")
+
+
+def test_a_file_without_a_published_checksum_is_accepted_with_a_warning(loopback, tmp_path,
+                                                                        monkeypatch):
+    monkeypatch.delenv("CLAPNB_OFFLINE", raising=False)
+    url = loopback.add("/plain.bin", b"12345")
+    with pytest.warns(download.UnverifiedDownload, match=r"accepted unverified.*size \(5 bytes\)"):
+        download.download_file(url, tmp_path / "plain.bin", size=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                                # a digest: no warning
+        download.download_file(url, tmp_path / "again.bin", md5="827ccb0eea8a706c4c34a16891f84e7b")
