@@ -8,8 +8,13 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 # CPU build of torch, installed first so that nothing pulls CUDA wheels (Colab brings its own torch).
 TORCH  ?= torch==2.13.0
+# The model code of the real CLAPs, installed WITHOUT their declared dependencies (they pin
+# numpy<2 and old transformers; pyproject.toml declares what their code really imports).
+MODEL_CODE := laion-clap==1.1.7
 # Notebooks and tests run offline unless told otherwise: `make run OFFLINE=0` lets "auto" go online.
 OFFLINE ?= 1
+# extra arguments for JupyterLab, e.g. `make lab LAB_ARGS=--allow-root` in a container
+LAB_ARGS ?=
 
 .PHONY: install run test lab clean
 
@@ -19,7 +24,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[lab,test]'
+	$(PY) -m pip install --quiet --no-deps $(MODEL_CODE)
 	touch $@
 
 run: install
@@ -29,7 +35,7 @@ test: install
 	CLAPNB_OFFLINE=$(OFFLINE) $(PY) -m pytest
 
 lab: install
-	$(PY) -m jupyter lab notebooks/
+	CLAPNB_OFFLINE=$(OFFLINE) $(PY) -m jupyter lab notebooks/ $(LAB_ARGS)
 
 clean:
 	rm -rf $(VENV) executed .pytest_cache

@@ -1,7 +1,7 @@
 """ESC-50 (Piczak 2015): 2,000 five-second clips, 50 classes, 5 folds.
 
-:func:`load_esc50` downloads the dataset's GitHub archive (about 600 MB) into
-the cache once, unpacks it, and returns a :class:`~clapnb.datasets.ClipSet`
+:func:`load_esc50` downloads the dataset's GitHub archive at a fixed commit (about
+600 MB) into the cache once, unpacks it, and returns a :class:`~clapnb.datasets.ClipSet`
 whose audio (44.1 kHz mono wav) is read lazily, clip by clip.
 
 License: CC BY-NC 3.0 (the clips come from freesound.org; see the dataset's README).
@@ -19,8 +19,12 @@ from clapnb.cache import cache_dir
 from clapnb.datasets import ClipSet, WavLoader, incomplete_copy
 from clapnb.download import download_and_extract
 
-#: the dataset's GitHub archive
-ESC50_URL = "https://github.com/karoldvl/ESC-50/archive/master.zip"
+#: the commit of the dataset's repository (its owner's current name, karolpiczak) whose
+#: archive is downloaded: a fixed commit, not the moving master branch
+ESC50_COMMIT = "5983fb0c35e751b452e7c562d9207f27b76ddf0d"
+#: the dataset's GitHub archive at that commit (no digest is published for GitHub's
+#: archives, so it is accepted on its contents, with a warning that says so)
+ESC50_URL = f"https://github.com/karolpiczak/ESC-50/archive/{ESC50_COMMIT}.zip"
 #: environment variable that overrides ``ESC50_URL`` (a mirror, or a test server)
 URL_ENV = "CLAPNB_ESC50_URL"
 SAMPLE_RATE = 44_100
@@ -39,7 +43,8 @@ def load_esc50(root: str | os.PathLike | None = None, download: bool = True,
 
     Args:
         root: folder holding the dataset (``meta/esc50.csv`` and ``audio/``, or an
-            ``ESC-50-master`` folder inside it); default ``cache_dir("esc50")``.
+            ``ESC-50-master`` folder inside it, as GitHub's branch archive unpacks);
+            default ``cache_dir("esc50")``.
         download: fetch and unpack the archive when it is not in ``root`` yet.
         url: archive address; default ``$CLAPNB_ESC50_URL`` or :data:`ESC50_URL`.
 
@@ -54,7 +59,7 @@ def load_esc50(root: str | os.PathLike | None = None, download: bool = True,
             raise FileNotFoundError(f"ESC-50 is not in {root} (no meta/esc50.csv); call "
                                     "load_esc50(download=True), or pass root= a folder holding it")
         download_and_extract(url or os.environ.get(URL_ENV) or ESC50_URL,
-                             root / "ESC-50-master.zip", root / _EXTRACTED,
+                             root / "ESC-50.zip", root / _EXTRACTED,
                              desc="ESC-50 (about 600 MB)")
         folder = _locate(root, own_copy)  # raises if the archive held no meta/esc50.csv
         assert folder is not None

@@ -85,7 +85,7 @@ from clapnb.audio import AudioInput
 from clapnb.cache import atomic_write, cache_dir, load_float_state, save_half_state
 from clapnb.metrics import roc_auc
 from clapnb.model import AudioEncoding, ClapModel, check_texts
-from clapnb.registry import shipped_decoder
+from clapnb.registry import decoder_scenes, shipped_decoder
 from clapnb.synth import event_masks
 
 
@@ -643,6 +643,37 @@ def load_decoder(model: ClapModel, path: str | Path | None = None) -> MaskDecode
     check_decoder(model, decoder)
     decoder.load_state_dict(load_float_state(path))
     return decoder.eval().to(model.device)
+
+
+def decoder_for(model: ClapModel, steps: int = 300, max_items: int | None = 400,
+                batch_size: int = 4, seed: int = 0, progress: bool = True) -> MaskDecoder:
+    """A trained decoder for ``model``, whatever ran before: the one the package ships
+    (TinyCLAP's), else the one saved in the cache (by notebook 06 or an earlier call),
+    else one trained now for ``steps`` steps on ``max_items`` of the scenes the registry
+    names for the model (:func:`clapnb.registry.decoder_scenes`: Clotho evaluation
+    captions for LAION-CLAP) and saved where the next call, or notebook, finds it.
+
+    Every notebook opened from its Colab badge runs in a fresh runtime, so notebooks
+    07-09 call this rather than rely on notebook 06 having run. The default (300 steps of
+    4 x 4 clip-prompt pairs) takes a few minutes on a Colab GPU; keep the cache on Google
+    Drive (the notebooks' optional cell) to train once for all notebooks.
+    """
+    path = shipped_decoder(model) or trained_decoder_path(model)
+    if path.is_file():
+        return load_decoder(model, path)
+    scenes = decoder_scenes(model, max_items)
+    print(f"No trained LMAC-ZS decoder for {model.name} in the cache yet: training one now, "
+          f"{steps} steps on {len(scenes)} clips of {scenes.name!r} (a few minutes on a GPU; "
+          f"notebook 06 explains the training). It is saved to {path} for the next notebook.")
+    batches = SceneBatches(model, scenes, batch_size=min(batch_size, len(scenes)), seed=seed,
+                           prompt=event_prompt if scenes.events is not None else caption_prompt,
+                           preload=False, progress=progress)
+    decoder = new_decoder(model, seed=seed)
+    train_decoder(model, decoder, batches, steps, checkpoint=path.with_suffix(".checkpoint"),
+                  progress=progress)
+    save_decoder(decoder, path)
+    path.with_suffix(".checkpoint").unlink(missing_ok=True)
+    return load_decoder(model, path)   # as every later call will see it (float16 weights)
 
 
 # ---------------------------------------------------------------------------------

@@ -98,6 +98,8 @@ class ClapModel(nn.Module):
             repeat-padded, longer ones cropped from the start).
         embed_dim: D, the size of the shared embedding space.
         stft_config: the model's own STFT.
+        rehearsal: True for a model built from a local mirror's stand-in checkpoint
+            (``CLAPNB_MIRROR``, random weights): the code path is real, its numbers mean nothing.
     """
 
     name: str
@@ -106,6 +108,7 @@ class ClapModel(nn.Module):
     clip_samples: int
     embed_dim: int
     stft_config: StftConfig
+    rehearsal: bool = False
 
     @property
     def device(self) -> torch.device:

@@ -31,7 +31,8 @@ from clapnb.clotho import load_clotho
 from clapnb.datasets import ClipSet, SceneSet
 from clapnb.esc50 import load_esc50
 from clapnb.model import ClapModel, StftConfig
-from clapnb.settings import MODEL_ENV, OFFLINE_ENV, default_device, model_override, offline
+from clapnb.settings import (MIRROR_ENV, MODEL_ENV, OFFLINE_ENV, default_device, model_override,
+                             offline)
 
 #: what ``"auto"`` loads when the network (or a cached checkpoint) allows
 ONLINE_DEFAULT = laion.DEFAULT_CHECKPOINT
@@ -208,6 +209,9 @@ def decoder_scenes(model: ClapModel, max_items: int | None = None) -> SceneSet:
 # ---------------------------------------------------------------------------------
 def _banner(model: ClapModel, entry: Backend, why: str) -> None:
     lines = [f"clapnb model: {model.describe()}", f"mode: {entry.banner_mode()}", f"why: {why}"]
+    if model.rehearsal:
+        lines += [f"REHEARSAL: random weights served by the local mirror ({MIRROR_ENV}).",
+                  "The code path is the real one; the numbers below mean nothing."]
     width = max(map(len, lines)) + 2
     print("+" + "-" * width + "+")
     for line in lines:

@@ -5,8 +5,8 @@ Usage:
     python scripts/notebook_template.py          # rewrite notebooks + README in place
     python scripts/notebook_template.py --check  # exit 1 if anything would change (tests call this)
 
-A notebook's first two cells (header, Colab setup) and its last cell (references)
-are owned by this script; every other cell is the notebook's own. It also strips
+A notebook's first three cells (header, Colab setup, the optional Google Drive cache)
+and its last cell (references) are owned by this script; every other cell is the notebook's own. It also strips
 outputs and execution counts, so committed notebooks stay clean.
 """
 
@@ -37,13 +37,27 @@ def header(course: dict, nb: dict) -> str:
 
 
 def setup(course: dict) -> str:
-    return ("# Colab only: install the course package. Elsewhere this cell does nothing\n"
-            "# (locally, `make install` has installed it).\n"
+    code = " ".join(course["model_code"])
+    return ("# Colab only: install the course package (a tagged release) and the model code of the\n"
+            "# real CLAPs without its outdated pins. Elsewhere this cell does nothing\n"
+            "# (locally, `make install` has installed both).\n"
             "import sys\n\n"
             "IN_COLAB = \"google.colab\" in sys.modules\n"
             "if IN_COLAB:\n"
             f"    %pip install -q \"clapnb @ git+https://github.com/{course['repository']}"
-            f"@{course['git_ref']}\"")
+            f"@{course['git_ref']}\"\n"
+            f"    %pip install -q --no-deps {code}")
+
+
+def drive(course: dict) -> str:
+    return ("# Optional, Colab only: keep clapnb's cache (datasets, checkpoints, trained decoders)\n"
+            "# on Google Drive, so that the next notebook (a fresh runtime) finds them.\n"
+            "KEEP_CACHE_ON_DRIVE = False\n"
+            "if IN_COLAB and KEEP_CACHE_ON_DRIVE:\n"
+            "    import os\n\n"
+            "    from google.colab import drive\n\n"
+            "    drive.mount(\"/content/drive\")\n"
+            f"    os.environ[\"CLAPNB_CACHE\"] = \"{course['drive_cache']}\"")
 
 
 def references(nb: dict, course: dict) -> str:
@@ -68,10 +82,11 @@ def render(path: Path, course: dict, nb_meta: dict):
     """The notebook as it should be on disk: template cells in place, outputs stripped."""
     nb = nbformat.read(path, as_version=4)
     cells = list(nb.cells)
-    owned = {"template-header", "template-setup", "template-references"}
+    owned = {"template-header", "template-setup", "template-drive", "template-references"}
     body = [c for c in cells if not owned & set(c.metadata.get("tags", []))]
     new = [_cell("markdown", header(course, nb_meta), "template-header"),
            _cell("code", setup(course), "template-setup"),
+           _cell("code", drive(course), "template-drive"),
            *body,
            _cell("markdown", references(nb_meta, course), "template-references")]
     # keep existing cell objects (and ids) where nothing changed

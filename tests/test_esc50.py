@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import zipfile
 from pathlib import Path
 
@@ -76,6 +77,12 @@ def served(loopback, monkeypatch, tmp_path):
     monkeypatch.setenv("CLAPNB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv(URL_ENV, loopback.add("/ESC-50/archive/master.zip", esc50_zip()))
     return loopback
+
+
+def test_the_download_is_pinned_to_a_commit_of_the_current_repository():
+    from clapnb.esc50 import ESC50_COMMIT, ESC50_URL
+    assert re.fullmatch(r"[0-9a-f]{40}", ESC50_COMMIT)
+    assert ESC50_URL == f"https://github.com/karolpiczak/ESC-50/archive/{ESC50_COMMIT}.zip"
 
 
 def test_readable_names():

@@ -272,3 +272,35 @@ def test_mismatched_batch_and_bad_training_settings_are_refused(model, scenes):
         lmaczs.SceneBatches(model, scenes, batch_size=len(scenes) + 1, progress=False)
     with pytest.raises(ValueError, match="steps"):
         lmaczs.train_decoder(model, decoder, lambda step: None, steps=0)
+
+
+def test_decoder_for_prefers_the_shipped_decoder(model):
+    shipped = lmaczs.decoder_for(model, progress=False)
+    reference = lmaczs.load_decoder(model)
+    for a, b in zip(shipped.state_dict().values(), reference.state_dict().values()):
+        torch.testing.assert_close(a, b)
+
+
+def test_decoder_for_trains_once_saves_and_then_loads(model, monkeypatch, tmp_path, capsys):
+    """A model without a shipped decoder (as LAION-CLAP online): the first call trains on the
+    registry's decoder scenes and saves; the next call (the next notebook) loads that file."""
+    monkeypatch.setenv("CLAPNB_CACHE", str(tmp_path))
+    monkeypatch.setattr(lmaczs, "shipped_decoder", lambda m: None)
+    asked = []
+
+    def scenes_for(m, n):
+        asked.append(n)
+        return synth.load_synthetic_scenes(n=4, seed=9)
+
+    monkeypatch.setattr(lmaczs, "decoder_scenes", scenes_for)
+    first = lmaczs.decoder_for(model, steps=2, max_items=4, batch_size=2, progress=False)
+    path = lmaczs.trained_decoder_path(model)
+    assert path.is_file() and not path.with_suffix(".checkpoint").exists() and asked == [4]
+    assert "training one now, 2 steps on 4 clips" in capsys.readouterr().out
+    again = lmaczs.decoder_for(model, steps=2, progress=False)
+    assert asked == [4]                                   # loaded, not trained again
+    for a, b in zip(first.state_dict().values(), again.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    untrained = lmaczs.new_decoder(model, seed=0)
+    assert any(not torch.allclose(a, b, atol=1e-3) for a, b in
+               zip(first.state_dict().values(), untrained.state_dict().values()))  # it was trained

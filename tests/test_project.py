@@ -25,11 +25,35 @@ def _pyproject() -> dict:
 
 def test_environment_yml_lists_the_same_dependencies_as_pyproject():
     project = _pyproject()["project"]
-    wanted = set(project["dependencies"]) | set(project["optional-dependencies"]["test"])
+    extras = project["optional-dependencies"]
+    wanted = set(project["dependencies"]) | set(extras["lab"]) | set(extras["test"])
     env = (ROOT / "environment.yml").read_text()
     pip_lines = re.findall(r"^\s+- (\S.*)$", env.split("- pip:")[1], flags=re.M)
     listed = {line.strip() for line in pip_lines if line.strip() != "-e ."}
     assert listed == wanted, f"only in pyproject: {wanted - listed}; only in environment.yml: {listed - wanted}"
+
+
+def test_numpy_2_is_allowed_and_laion_clap_comes_without_its_pins():
+    """Colab runs Python 3.13 with numpy 2: nothing may pin numpy<2, and laion-clap (whose
+    metadata pins numpy<2) is installed with --no-deps by the Makefile and every notebook."""
+    deps = _pyproject()["project"]["dependencies"]
+    numpy_spec = [d for d in deps if _name(d) == "numpy"]
+    assert numpy_spec and "<2" not in numpy_spec[0].replace(" ", "")
+    assert not [d for d in deps if _name(d) == "laion-clap"]
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^MODEL_CODE := laion-clap==1\.1\.7$", makefile, flags=re.M)
+    assert "pip install --quiet --no-deps $(MODEL_CODE)" in makefile
+    assert {"jupyterlab", "ipywidgets"} & {_name(d) for d in deps} == set()
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_colab_cell_installs_a_release_and_the_model_code_without_its_pins(path):
+    setup = nbformat.read(path, as_version=4).cells[1].source
+    course = json.loads((ROOT / "notebooks/course.json").read_text())
+    ref = course["git_ref"]
+    assert re.fullmatch(r"v\d+\.\d+\.\d+|[0-9a-f]{40}", ref), "a tag or a commit, not a branch"
+    assert f"git+https://github.com/{course['repository']}@{ref}" in setup
+    assert "%pip install -q --no-deps laion-clap==1.1.7" in setup
 
 
 def test_torch_is_not_pinned_in_package_metadata():

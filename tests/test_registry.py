@@ -102,3 +102,14 @@ def test_stft_round_trip_and_shape():
     spec = cfg.stft(x)
     assert spec.shape == (2, cfg.n_freq, cfg.n_frames(4000)) and spec.is_complex()
     np.testing.assert_allclose(cfg.istft(spec, 4000).numpy(), x.numpy(), atol=1e-5)
+
+
+def test_a_rehearsal_model_says_so_in_the_banner(capsys):
+    model = tiny.load_tiny("cpu")
+    model.rehearsal = True
+    registry._banner(model, registry.backend("tiny"), "a test")
+    out = capsys.readouterr().out
+    assert "REHEARSAL: random weights served by the local mirror (CLAPNB_MIRROR)" in out
+    assert "numbers below mean nothing" in out
+    registry._banner(tiny.load_tiny("cpu"), registry.backend("tiny"), "a test")
+    assert "REHEARSAL" not in capsys.readouterr().out
