@@ -118,7 +118,8 @@ def source(url: str, *, sha256: str | None = None, size: int | None = None,
     entry = _mirror_manifest(base).get(key)
     if entry is None:
         raise DownloadError(f"the mirror at {base} ({MIRROR_ENV}) has no {key}; rebuild it "
-                            "(scripts/rehearsal.py) or unset CLAPNB_MIRROR to use the real host")
+                            "(python scripts/mirror.py build DIR) or unset CLAPNB_MIRROR to use "
+                            "the real host")
     mirrored = f"{base}/{key}" + (f"?{parts.query}" if parts.query else "")
     return Source(mirrored, sha256=entry["sha256"], size=entry["size"], mirrored=True)
 
