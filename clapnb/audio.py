@@ -67,7 +67,9 @@ def check_sample_rate(rate: object, name: str = "sample_rate") -> int:
     return int(rate)
 
 
-def _split_clips(waveforms: AudioInput) -> list[np.ndarray]:
+def split_clips(waveforms: AudioInput) -> list[np.ndarray]:
+    """Any accepted audio input (one clip, a batch array, a list of clips) -> a list of 1-D
+    clips as numpy arrays, unchanged otherwise; stereo and empty input are refused."""
     if isinstance(waveforms, torch.Tensor):
         waveforms = waveforms.detach().cpu().numpy()
     if isinstance(waveforms, np.ndarray):
@@ -127,7 +129,7 @@ def prepare_waveforms(waveforms: AudioInput, model_rate: int, clip_samples: int 
     model_rate = check_sample_rate(model_rate, "model_rate")
     if sample_rate is not None:
         sample_rate = check_sample_rate(sample_rate)
-    clips = _split_clips(waveforms)
+    clips = split_clips(waveforms)
     out = []
     for i, c in enumerate(clips):
         c = _to_float(c)

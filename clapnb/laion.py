@@ -13,17 +13,41 @@ module departs from ``import laion_clap``, and why:
   :func:`import_clap_module` loads only ``laion_clap/clap_module`` (the model
   code) and leaves ``sys.path`` alone.
 * The model is built by ``clap_module.create_model``, but its RoBERTa text tower
-  is built from the roberta-base configuration instead of downloading
-  roberta-base's weights: the checkpoint supplies every weight anyway.
-* The tokenizer is transformers' ``RobertaTokenizer("roberta-base")`` from the
-  Hugging Face cache (downloaded once, ~2 MB); a stand-in is refused
-  (:func:`check_roberta_tokenizer`).
+  is built from a configuration read off the checkpoint's own weights
+  (:func:`roberta_config`: roberta-base for every real checkpoint) instead of
+  downloading roberta-base's weights: the checkpoint supplies every weight anyway.
+* The tokenizer is transformers' ``RobertaTokenizer`` built from roberta-base's
+  ``vocab.json`` and ``merges.txt`` (:data:`TOKENIZER_URLS`, ~1.4 MB), fetched by
+  clapnb's own :func:`~clapnb.download.download_file` into
+  ``cache_dir("tokenizers", "roberta-base")``: one code path online and in the
+  rehearsal (``CLAPNB_MIRROR``), never the Hugging Face hub client. A wrong
+  vocabulary is refused (:func:`check_roberta_tokenizer`).
 * Checkpoints are read with ``torch.load(weights_only=True)``, allowing only
   numpy scalar types besides tensors (:func:`read_checkpoint`), and loaded
   strictly (:func:`load_weights`).
-* Audio is deterministic: clips are cropped from the start (the package crops
-  long clips at random) and :meth:`LaionClap.encode_spectrogram` starts from the
-  linear STFT magnitude, so that LMAC-ZS can mask it.
+* Every address goes through :func:`clapnb.download.source`: under ``CLAPNB_MIRROR``
+  (the rehearsal) checkpoints and tokenizer come from the mirror, checked against
+  its manifest, and the model says so (``LaionClap.rehearsal``).
+* Audio goes in as the package's ``get_audio_embedding_from_data`` feeds it
+  (``hook.py``; tested for parity), with its two random choices made
+  deterministic:
+
+  - every clip is quantised through 16-bit integers first
+    (``int16_to_float32(float32_to_int16(x))``: clipped to [-1, 1]), see
+    :func:`quantize_int16`;
+  - clips of at most 10 s are repeated whole and zero-filled to 10 s ("repeatpad");
+  - longer clips, non-fusion checkpoints: the package crops 10 s at *random*
+    ("rand_trunc"); clapnb keeps the *first* 10 s, as every clapnb model does
+    (:class:`~clapnb.model.ClapModel`), so that the window LMAC-ZS explains,
+    plays and masks starts where the clip starts;
+  - longer clips, fusion checkpoints: the package's fusion input (a log-mel of
+    the whole clip shrunk to 10 s, beside three 10-s crops drawn at random from
+    its front, middle and back thirds); clapnb takes the middle crop of each
+    third (:func:`fusion_crop_starts`), so the whole clip is seen, evenly.
+  :meth:`LaionClap.encode_spectrogram` starts from the linear STFT magnitude of
+  the 10-s window, so that LMAC-ZS can mask it; ``embed_audio`` equals it on that
+  window except for clips over 10 s on fusion checkpoints (see
+  :meth:`LaionClap.embed_audio`).
 
 Without a checkpoint, :func:`random_laion` builds a randomly initialised model
 of the real audio architecture, offline; tests use it.
@@ -51,15 +75,18 @@ from torch import nn
 
 from clapnb._torchvision_shim import torchvision_stand_in
 from clapnb.cache import cache_dir
-from clapnb.download import download_file
+from clapnb.audio import AudioInput, split_clips, prepare_waveforms
+from clapnb.download import DownloadError, Source, download_file, source
 from clapnb.model import AudioEncoding, ClapModel, StftConfig, check_feature_index
 from clapnb.settings import default_device, offline
 
 #: where the checkpoints live (the LAION-CLAP authors' Hugging Face repository)
 BASE_URL = "https://huggingface.co/lukewys/laion_clap/resolve/main/"
 DEFAULT_CHECKPOINT = "laion/630k-audioset"
-#: what the wrapper does to audio before the model; part of every cache key
-PREPROCESSING = "48kHz-mono-10s-crop-start-repeatpad-stft1024-hop480-mel64-v1"
+#: what the wrapper does to audio before a non-fusion model; part of its cache keys
+PREPROCESSING = "48kHz-mono-int16-10s-crop-start-repeatpad-stft1024-hop480-mel64-v2"
+#: the same for a fusion model (clips over 10 s: the fusion input, middle crops of the thirds)
+PREPROCESSING_FUSION = "48kHz-mono-int16-10s-repeatpad-fusion-mid3-stft1024-hop480-htkmel64-v2"
 
 
 @dataclass(frozen=True)
@@ -101,10 +128,10 @@ CHECKPOINTS: dict[str, Checkpoint] = {
     "laion/630k-audioset-fusion": Checkpoint(
         "630k-audioset-fusion-best.pt", "HTSAT-tiny", True, 1_863_889_051,
         "fb171dd9b608aebdac3d89286cd7615c5100af4cc7dc37797c7fb8d3cc15e3a5",
-        "LAION-Audio-630K + AudioSet, feature fusion (clapnb feeds it the first 10 s)"),
+        "LAION-Audio-630K + AudioSet, feature fusion: clips over 10 s are heard whole"),
     "laion/630k-fusion": Checkpoint(
         "630k-fusion-best.pt", "HTSAT-tiny", True, None, None,
-        "LAION-Audio-630K, feature fusion (clapnb feeds it the first 10 s)"),
+        "LAION-Audio-630K, feature fusion: clips over 10 s are heard whole"),
     "laion/music_audioset": Checkpoint(
         "music_audioset_epoch_15_esc_90.14.pt", "HTSAT-base", False, 2_352_471_003,
         "fae3e9c087f2909c28a09dc31c8dfcdacbc42ba44c70e972b58c1bd1caf6dedd",
@@ -119,7 +146,8 @@ CHECKPOINTS: dict[str, Checkpoint] = {
         "music + speech + AudioSet + LAION-Audio-630K"),
 }
 
-#: roberta-base's config.json: the text tower of every checkpoint above
+#: roberta-base's config.json: the text tower of every checkpoint above (what
+#: :func:`roberta_config` reads off each of them)
 ROBERTA_BASE: dict[str, Any] = dict(
     vocab_size=50265, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
     intermediate_size=3072, hidden_act="gelu", hidden_dropout_prob=0.1,
@@ -131,6 +159,12 @@ ROBERTA_TINY: dict[str, Any] = {**ROBERTA_BASE, "vocab_size": 1000, "num_hidden_
 #: the tokenizer of the text tower, and how the package calls it
 TOKENIZER_NAME = "roberta-base"
 TEXT_LENGTH = 77
+#: file name -> address of the roberta-base tokenizer files (no digest is published for them:
+#: they are accepted with an UnverifiedDownload warning, then checked by check_roberta_tokenizer).
+#: A mirror (CLAPNB_MIRROR) serves a small roberta-style tokenizer under the same paths.
+TOKENIZER_URLS: dict[str, str] = {
+    name: f"https://huggingface.co/FacebookAI/roberta-base/resolve/main/{name}"
+    for name in ("vocab.json", "merges.txt")}
 #: a sentence and its ids in the real roberta-base (the example in transformers' RobertaTokenizer docs)
 TOKENIZER_PROBE = ("Hello world", [0, 31414, 232, 2])
 
@@ -160,7 +194,8 @@ def import_clap_module() -> ModuleType:
         return sys.modules[name]
     package = importlib.util.find_spec("laion_clap")  # finds the folder, runs nothing
     if package is None or not package.submodule_search_locations:
-        raise ImportError("laion-clap is not installed: pip install laion-clap==1.1.7")
+        raise ImportError("laion-clap (the LAION-CLAP model code) is not installed: run "
+                          "pip install --no-deps laion-clap==1.1.7 (without its outdated pins)")
     folder = Path(next(iter(package.submodule_search_locations))) / "clap_module"
     spec = importlib.util.spec_from_file_location(
         name, folder / "__init__.py", submodule_search_locations=[str(folder)])
@@ -236,23 +271,38 @@ def checkpoint_path(name: str) -> Path:
     return cache_dir("checkpoints") / _checkpoint(name).file
 
 
+def checkpoint_source(name: str) -> Source:
+    """Where checkpoint ``name`` comes from and what it must be (:func:`clapnb.download.source`):
+    Hugging Face with the sizes and digests of :data:`CHECKPOINTS`, or, with
+    ``CLAPNB_MIRROR`` set (the rehearsal), the mirror with those of its manifest."""
+    spec = _checkpoint(name)
+    return source(spec.url, sha256=spec.sha256, size=spec.size)
+
+
 def checkpoint_cached(name: str) -> bool:
-    """True when checkpoint ``name`` is in the cache with the right size (where known)."""
-    spec, path = _checkpoint(name), checkpoint_path(name)
-    return path.is_file() and (spec.size is None or path.stat().st_size == spec.size)
+    """True when checkpoint ``name`` is in the cache with the right size (where known;
+    under a mirror, the size its manifest gives: a :class:`~clapnb.download.DownloadError`
+    when that manifest cannot be read)."""
+    path = checkpoint_path(name)
+    if not path.is_file():
+        return False
+    size = checkpoint_source(name).size
+    return size is None or path.stat().st_size == size
 
 
 def checkpoint_reachable(name: str, timeout: float = 3.0) -> bool:
-    """True when the server answers a HEAD request for checkpoint ``name`` within
-    ``timeout`` seconds; False at once when ``clapnb.settings.offline()``."""
-    url = _checkpoint(name).url
+    """True when the server (the mirror, under ``CLAPNB_MIRROR``) answers a HEAD request
+    for checkpoint ``name`` within ``timeout`` seconds; False at once when
+    ``clapnb.settings.offline()``, and when the mirror's manifest cannot be read."""
     if offline():
         return False
     try:
+        url = checkpoint_source(name).url
         request = Request(url, method="HEAD", headers={"User-Agent": _USER_AGENT})
         with urlopen(request, timeout=timeout) as response:
             return response.status < 400
-    except (OSError, http.client.HTTPException, ValueError):  # URLError, HTTPError, timeouts
+    # URLError, HTTPError, timeouts; DownloadError: a mirror whose manifest cannot be read
+    except (OSError, http.client.HTTPException, ValueError, DownloadError):
         return False
 
 
@@ -326,46 +376,131 @@ def load_weights(module: nn.Module, state: dict[str, torch.Tensor], source: str 
     module.load_state_dict(state, strict=True)
 
 
+_TEXT = "text_branch."
+_LAYER = _TEXT + "encoder.layer."
+
+
+def roberta_config(state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The RoBERTa configuration of the text tower whose weights are in ``state``.
+
+    Read off the shapes: vocabulary size, width, maximum positions and token types
+    (the embedding tables), number of layers (the ``encoder.layer.<i>`` keys) and
+    intermediate size (the first layer's feed-forward). Attention heads: one per
+    64 channels, as in roberta-base; everything else is roberta-base's
+    (:data:`ROBERTA_BASE`). Every real checkpoint gives exactly roberta-base; a
+    rehearsal checkpoint with a shallow text tower gives its own. Raises
+    :class:`CheckpointError` where the weights are not a RoBERTa text tower, or
+    have too few positions for :data:`TEXT_LENGTH` tokens.
+    """
+    def shape(key: str) -> tuple[int, ...]:
+        if key not in state:
+            raise CheckpointError(f"the checkpoint has no {key}: its text tower is not a RoBERTa "
+                                  "(is it a LAION-CLAP checkpoint with the roberta text model?)")
+        return tuple(state[key].shape)
+
+    vocab_size, hidden = shape(_TEXT + "embeddings.word_embeddings.weight")
+    layers = {int(k[len(_LAYER):].split(".", 1)[0]) for k in state if k.startswith(_LAYER)}
+    if not layers or layers != set(range(len(layers))):
+        raise CheckpointError(f"the checkpoint's text tower has layers {sorted(layers)}; "
+                              "expected layers 0..n-1 of a RoBERTa encoder")
+    config = {**ROBERTA_BASE,
+              "vocab_size": vocab_size,
+              "hidden_size": hidden,
+              "num_attention_heads": max(1, hidden // 64),
+              "num_hidden_layers": len(layers),
+              "intermediate_size": shape(_LAYER + "0.intermediate.dense.weight")[0],
+              "max_position_embeddings": shape(_TEXT + "embeddings.position_embeddings.weight")[0],
+              "type_vocab_size": shape(_TEXT + "embeddings.token_type_embeddings.weight")[0]}
+    # RoBERTa numbers positions from pad_token_id + 1: TEXT_LENGTH tokens need this many
+    needed = TEXT_LENGTH + config["pad_token_id"] + 1
+    if config["max_position_embeddings"] < needed:
+        raise CheckpointError(f"the checkpoint's text tower has {config['max_position_embeddings']} "
+                              f"positions; {TEXT_LENGTH}-token texts need {needed}")
+    return config
+
+
 # ---------------------------------------------------------------------------------
 # Tokenizer
 # ---------------------------------------------------------------------------------
-def check_roberta_tokenizer(tokenizer: Callable) -> None:
+def tokenizer_dir() -> Path:
+    """Where the tokenizer files (:data:`TOKENIZER_URLS`) are cached."""
+    return cache_dir("tokenizers", TOKENIZER_NAME)
+
+
+def check_roberta_tokenizer(tokenizer: Callable, where: str | Path | None = None) -> None:
     """Refuse anything but the real roberta-base tokenizer (vocabulary size and the
-    ids of :data:`TOKENIZER_PROBE`): a stand-in would give every text the same embedding."""
+    ids of :data:`TOKENIZER_PROBE`): a stand-in would give every text the same
+    embedding. ``where``: the folder its files came from (named in the message)."""
     text, expected = TOKENIZER_PROBE
     size, ids = len(tokenizer), list(tokenizer(text)["input_ids"])
     if size != ROBERTA_BASE["vocab_size"] or ids != expected:
+        origin = f"built from the files in {where}" if where else "given"
         raise TokenizerError(
-            f"the tokenizer loaded as {TOKENIZER_NAME!r} is not the real one: its vocabulary has "
+            f"the tokenizer {origin} is not the real {TOKENIZER_NAME} one: its vocabulary has "
             f"{size:,} tokens (expected {ROBERTA_BASE['vocab_size']:,}) and it turns {text!r} "
-            f"into {ids} (expected {expected}). transformers returns such a stand-in when "
-            f"{TOKENIZER_NAME} is not in the Hugging Face cache and downloads are off "
-            "(HF_HUB_OFFLINE=1, CLAPNB_OFFLINE=1); every text would get the same embedding. "
-            "Fix: run once with network access (HF_HUB_OFFLINE unset) to cache it (~2 MB), "
-            "or use the offline model: load_model('tiny').")
+            f"into {ids} (expected {expected}); every text would get a meaningless embedding. "
+            "Fix: delete that folder and load again with network access to download the real "
+            f"files ({', '.join(TOKENIZER_URLS.values())}), or use the offline model: "
+            "load_model('tiny').")
+
+
+def check_tokenizer_fits(tokenizer: Callable, config: dict[str, Any]) -> None:
+    """Refuse a tokenizer whose ids do not fit a text tower of RoBERTa configuration
+    ``config`` (:func:`roberta_config`): more tokens than rows in its embedding table,
+    or another padding id (RoBERTa numbers positions from it)."""
+    size, rows = len(tokenizer), config["vocab_size"]
+    pad = getattr(tokenizer, "pad_token_id", config["pad_token_id"])
+    if size > rows or pad != config["pad_token_id"]:
+        raise TokenizerError(
+            f"the tokenizer does not fit the checkpoint's text tower: it has {size:,} tokens "
+            f"(the embedding table has {rows:,} rows) and padding id {pad} (expected "
+            f"{config['pad_token_id']}). Delete {tokenizer_dir()} and the checkpoint, and load "
+            "again (under CLAPNB_MIRROR: rebuild the mirror).")
 
 
 def load_roberta_tokenizer():
-    """transformers' ``RobertaTokenizer`` for roberta-base, checked.
+    """transformers' ``RobertaTokenizer`` from roberta-base's ``vocab.json`` and ``merges.txt``.
 
-    Tries the Hugging Face cache first (no network); otherwise downloads it,
-    unless ``clapnb.model.offline()``. Raises :class:`TokenizerError`.
+    The files are fetched with :func:`clapnb.download.download_file` from
+    :data:`TOKENIZER_URLS` into :func:`tokenizer_dir` (no network when they are
+    cached; offline and not cached: :class:`~clapnb.download.DownloadError`). No
+    digest is published for them: a download is accepted with an
+    :class:`~clapnb.download.UnverifiedDownload` warning and the tokenizer is then
+    checked against the real vocabulary (:func:`check_roberta_tokenizer`); cached
+    files that fail the check (say, a rehearsal's) are deleted and downloaded once
+    more. Under ``CLAPNB_MIRROR`` (the rehearsal) the mirror serves a small
+    roberta-style tokenizer, verified by its manifest: the real-vocabulary probe is
+    skipped (:func:`load_laion` checks that it fits the checkpoint instead).
+    Raises :class:`TokenizerError`.
     """
+    mirrored = source(TOKENIZER_URLS["vocab.json"]).mirrored
+    folder = tokenizer_dir()
+    for attempt in range(2):
+        cached = all((folder / name).is_file() for name in TOKENIZER_URLS)
+        paths = {name: download_file(url, folder / name, desc=f"{TOKENIZER_NAME} {name}")
+                 for name, url in TOKENIZER_URLS.items()}
+        try:
+            tokenizer = _build_tokenizer(paths["vocab.json"], paths["merges.txt"], folder)
+            if not mirrored:
+                check_roberta_tokenizer(tokenizer, folder)
+            return tokenizer
+        except TokenizerError:
+            if attempt or not cached or offline():
+                raise
+            for path in paths.values():  # stale files in the cache: fetch them afresh
+                path.unlink(missing_ok=True)
+    raise AssertionError("unreachable")
+
+
+def _build_tokenizer(vocab: Path, merges: Path, folder: Path):
+    """``RobertaTokenizer(vocab_file, merges_file)`` (positional: transformers 4 names
+    them ``vocab_file, merges_file``, transformers 5 ``vocab, merges``)."""
     from transformers import RobertaTokenizer
     try:
-        tokenizer = RobertaTokenizer.from_pretrained(TOKENIZER_NAME, local_files_only=True)
-        check_roberta_tokenizer(tokenizer)
-        return tokenizer
-    except (OSError, TokenizerError):
-        if offline():
-            raise
-    try:
-        tokenizer = RobertaTokenizer.from_pretrained(TOKENIZER_NAME)
-    except OSError as e:
-        raise TokenizerError(f"could not download the {TOKENIZER_NAME} tokenizer ({e}); check "
-                             "the connection, or use the offline model: load_model('tiny')") from e
-    check_roberta_tokenizer(tokenizer)
-    return tokenizer
+        return RobertaTokenizer(str(vocab), str(merges))
+    except Exception as e:  # json, unicode or the tokenizers library's own errors
+        raise TokenizerError(f"the tokenizer files in {folder} are unreadable ({e}); delete "
+                             "them and load again to download them afresh") from e
 
 
 # ---------------------------------------------------------------------------------
@@ -382,6 +517,36 @@ def htk_mel_filters(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax
     return torch.from_numpy(np.ascontiguousarray(filters.T, dtype=np.float32))
 
 
+def quantize_int16(x: torch.Tensor) -> torch.Tensor:
+    """The package's ``int16_to_float32(float32_to_int16(x))`` (``training/data.py``), in torch
+    on any device: clip to [-1, 1], scale by 32767, truncate to int16, divide by 32767.
+
+    The package quantises every clip this way before its front end (LAION-CLAP was
+    trained on 16-bit audio): it clips louder samples and moves the rest by less
+    than 1/32767. numpy divides in float64 and rounds to float32; dividing in float32
+    gives the same floats (an int16 over 32767 is never close enough to a float32
+    rounding boundary for the two to differ). Quantising twice changes nothing, so
+    prepared audio can be passed in again.
+    """
+    q = (x.clamp(-1.0, 1.0) * 32767.0).to(torch.int16)
+    return q.to(x.dtype) / 32767.0
+
+
+def fusion_crop_starts(total_frames: int, chunk_frames: int) -> tuple[int, int, int]:
+    """First frames of the three local views of a clip of ``total_frames`` STFT frames
+    in the fusion input (``chunk_frames`` each, the 10-s window).
+
+    The package (``get_audio_features``, ``data_truncating="fusion"``) splits the
+    possible starts ``0 .. total - chunk`` into three runs with ``np.array_split``
+    (an empty run becomes ``[0]``) and draws one start at random from each. clapnb
+    takes the middle of each run (``run[len(run) // 2]``): the same clip always gets
+    the same embedding and the three views sit evenly over the front, middle and
+    back of the clip (a 30-s clip: the 10 s from 3.3, 10 and 16.7 s).
+    """
+    runs = np.array_split(np.arange(total_frames - chunk_frames + 1), 3)
+    return tuple(int(run[len(run) // 2]) if len(run) else 0 for run in runs)
+
+
 class LaionClap(ClapModel):
     """A LAION-CLAP model (the package's ``CLAP`` module) behind the clapnb interface.
 
@@ -391,6 +556,9 @@ class LaionClap(ClapModel):
             None for a model without text (``embed_text`` then raises).
         name: registry name, e.g. ``"laion/630k-audioset"``.
         cache_key: changes whenever the embeddings would (see :func:`load_laion`).
+        rehearsal: True for a model loaded from a mirror (``CLAPNB_MIRROR``, the
+            rehearsal of the online course): its weights are random stand-ins and its
+            numbers mean nothing; the registry's banner says so.
 
     The model is frozen: its parameters need no gradient and it stays in eval
     mode (``.train()`` does not switch on dropout or batch-norm updates);
@@ -402,7 +570,8 @@ class LaionClap(ClapModel):
     embed_dim = 512
     stft_config = StftConfig(n_fft=1024, hop_length=480, win_length=1024)
 
-    def __init__(self, module: nn.Module, tokenizer: Callable | None, name: str, cache_key: str):
+    def __init__(self, module: nn.Module, tokenizer: Callable | None, name: str, cache_key: str,
+                 rehearsal: bool = False):
         super().__init__()
         cfg = module.audio_cfg
         theirs = (cfg.sample_rate, cfg.clip_samples, cfg.window_size, cfg.hop_size, cfg.mel_bins)
@@ -421,6 +590,7 @@ class LaionClap(ClapModel):
         self.tokenizer = tokenizer
         self.name = name
         self.cache_key = cache_key
+        self.rehearsal = bool(rehearsal)
         htk = htk_mel_filters(cfg.sample_rate, cfg.window_size, cfg.mel_bins, cfg.fmin, cfg.fmax)
         self.register_buffer("htk_filters", htk if self.fusion else None, persistent=False)
 
@@ -459,13 +629,25 @@ class LaionClap(ClapModel):
             raise ValueError(f"expected a real (N, {self.stft_config.n_freq}, {n_frames}) linear "
                              f"magnitude of 10-s clips, got {tuple(magnitude.shape)} "
                              f"{magnitude.dtype}; use model.spectrogram(audio).abs()")
-        branch = self.clap.audio_branch
+        return self._encode_log_mel(self.log_mel(magnitude)[:, None], longer_idx=[])
+
+    def log_mel(self, magnitude: torch.Tensor) -> torch.Tensor:
+        """Linear STFT magnitude ``(N, 513, T)`` -> log-mel ``(N, T, 64)`` in dB, as the
+        package's front end for this model computes it: power -> mel (its filterbank,
+        :meth:`mel_filters`) -> ``10 log10(max(., 1e-10))``."""
         filters = self.mel_filters()
         power = magnitude.to(filters.dtype) ** 2
-        x = branch.logmel_extractor.power_to_db(power.transpose(1, 2) @ filters)[:, None]
-        x = branch.bn0(x.transpose(1, 3)).transpose(1, 3)  # (N, 1, T, 64)
-        x = branch.reshape_wav2img(x)  # (N, 1, 256, 256)
-        tokens = branch.patch_embed(x, longer_idx=[])  # (N, L, C); fusion: the global view only
+        return self.clap.audio_branch.logmel_extractor.power_to_db(power.transpose(1, 2) @ filters)
+
+    def _encode_log_mel(self, x: torch.Tensor, longer_idx: list[int]) -> AudioEncoding:
+        """HTSAT from the log-mel ``(N, C, 1001, 64)`` on: per-band batch norm -> image ->
+        patch embedding -> Swin stages -> pooled, projected, normalised. C = 1, or 4 for
+        the fusion input (global view, then the three local views), whose local views
+        are used for the clips ``longer_idx`` only (the package's ``forward_features``)."""
+        branch = self.clap.audio_branch
+        x = branch.bn0(x.transpose(1, 3)).transpose(1, 3)  # (N, C, T, 64)
+        x = branch.reshape_wav2img(x)  # (N, C, 256, 256)
+        tokens = branch.patch_embed(x, longer_idx=longer_idx)  # (N, L, C'); fusion: AFF of the views
         if branch.ape:
             tokens = tokens + branch.absolute_pos_embed
         tokens = branch.pos_drop(tokens)
@@ -479,6 +661,87 @@ class LaionClap(ClapModel):
         pooled = branch.norm(tokens).mean(dim=1)  # HTSAT's "embedding" output
         embedding = F.normalize(self.clap.audio_projection(pooled), dim=-1)
         return AudioEncoding(embedding=embedding, features=features)
+
+    # -- audio in: the package's get_audio_embedding_from_data, made deterministic -------
+    def prepare(self, waveforms: AudioInput, sample_rate: int | None = None) -> torch.Tensor:
+        """Validate and batch audio: float32 ``(N, 480000)`` on ``self.device``, quantised
+        through 16-bit integers as the package does (:func:`quantize_int16`); shorter
+        clips repeat-padded, longer ones cropped to their first 10 s."""
+        return quantize_int16(super().prepare(waveforms, sample_rate))
+
+    def embed_audio(self, waveforms: AudioInput, sample_rate: int | None = None,
+                    grad: bool = False, batch_size: int = 32) -> torch.Tensor:
+        """Audio -> ``(N, 512)`` unit-norm float32 embeddings, as the package's
+        ``get_audio_embedding_from_data`` computes them (see the module docstring).
+
+        ``embed_from_spectrogram(|stft(prepare(x))|)``, the 10-s window LMAC-ZS explains,
+        for every clip except one over 10 s on a fusion checkpoint: that one gets the
+        package's fusion input from the whole clip (:meth:`fusion_input`).
+        """
+        if not self.fusion:
+            return super().embed_audio(waveforms, sample_rate, grad=grad, batch_size=batch_size)
+        clips = self._whole_clips(waveforms, sample_rate)
+        with torch.set_grad_enabled(grad):
+            parts = [self._embed_fusion(clips[i:i + batch_size])
+                     for i in range(0, len(clips), batch_size)]
+        return torch.cat(parts).float()
+
+    def _whole_clips(self, waveforms: AudioInput, sample_rate: int | None) -> list[np.ndarray]:
+        """The clips as :meth:`prepare` checks and converts them, at the model's rate,
+        neither padded nor cropped (not quantised yet)."""
+        clips = []
+        for i, clip in enumerate(split_clips(waveforms)):
+            try:
+                clips.append(prepare_waveforms(clip, self.sample_rate, None, sample_rate)[0].numpy())
+            except (TypeError, ValueError) as e:  # name the clip in the batch, not "clip 0"
+                raise type(e)(str(e).replace("clip 0", f"clip {i}", 1)) from None
+        return clips
+
+    def _embed_fusion(self, clips: list[np.ndarray]) -> torch.Tensor:
+        """Embeddings of a batch of whole clips on a fusion checkpoint."""
+        window = self.clip_samples
+        out: list[torch.Tensor | None] = [None] * len(clips)
+        short = [i for i, c in enumerate(clips) if len(c) <= window]
+        if short:
+            x = self.prepare([clips[i] for i in short])
+            for i, e in zip(short, self.embed_from_spectrogram(self.stft_config.stft(x).abs())):
+                out[i] = e
+        longer, views = [], []
+        for i, c in enumerate(clips):
+            if len(c) > window:
+                mel, is_longer = self.fusion_input(quantize_int16(torch.from_numpy(c).to(self.device)))
+                if is_longer:
+                    longer.append(i)
+                    views.append(mel)
+                else:  # at most 479 samples over 10 s: the log-mel of the whole clip, 1001 frames
+                    out[i] = self._encode_log_mel(mel[None, :1], longer_idx=[]).embedding[0]
+        if longer:
+            embedded = self._encode_log_mel(torch.stack(views), longer_idx=list(range(len(longer))))
+            for i, e in zip(longer, embedded.embedding):
+                out[i] = e
+        return torch.stack(out)
+
+    def fusion_input(self, clip: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """The package's fusion input of one quantised clip ``(S,)`` longer than 10 s:
+        ``(4, 1001, 64)`` log-mel and whether it is "longer".
+
+        As ``get_audio_features(..., data_truncating="fusion")`` builds it: the
+        log-mel of the whole clip (HTK filters, :meth:`log_mel`) resized to 1001
+        frames (torchvision's ``Resize``: bilinear with antialiasing, the default
+        since torchvision 0.17), then three 1001-frame crops of it starting at
+        :func:`fusion_crop_starts` (the package draws them at random). A clip of at
+        most 479 samples over 10 s has exactly 1001 frames: its log-mel four times,
+        not "longer".
+        """
+        chunk = self.stft_config.n_frames(self.clip_samples)
+        mel = self.log_mel(self.stft_config.stft(clip[None]).abs())[0]  # (T, 64)
+        total = mel.shape[0]
+        if total == chunk:
+            return torch.stack([mel] * 4), False
+        shrunk = F.interpolate(mel[None, None], size=(chunk, mel.shape[1]), mode="bilinear",
+                               align_corners=False, antialias=True)[0, 0]
+        crops = [mel[start:start + chunk] for start in fusion_crop_starts(total, chunk)]
+        return torch.stack([shrunk, *crops]), True
 
     def _fold(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """``(N, H*W, C)`` tokens on HTSAT's image grid -> ``(N, C, H/r, r*W)`` frequency x
@@ -536,21 +799,39 @@ class LaionClap(ClapModel):
         return self.clap.get_text_embedding({k: tokens[k] for k in ("input_ids", "attention_mask")})
 
 
+def preprocessing(fusion: bool) -> str:
+    """What :class:`LaionClap` does to audio before a (fusion) model: part of its cache keys."""
+    return PREPROCESSING_FUSION if fusion else PREPROCESSING
+
+
 def load_laion(name: str = DEFAULT_CHECKPOINT, device: str | torch.device | None = None) -> LaionClap:
     """Load LAION-CLAP checkpoint ``name`` (see :data:`CHECKPOINTS`), downloading it if needed.
 
-    The tokenizer is loaded first (cheap, and a missing one fails before a
-    ~2 GB download). The cache key names the file, its size and digest, and
-    :data:`PREPROCESSING`. ``device=None`` means CUDA when available, else CPU.
+    The tokenizer is loaded first (cheap, and a missing one fails before a ~2 GB
+    download; offline and not cached: a :class:`~clapnb.download.DownloadError` at
+    once). The text tower is built from the checkpoint's own shapes
+    (:func:`roberta_config`) and the tokenizer must fit it
+    (:func:`check_tokenizer_fits`). Under ``CLAPNB_MIRROR`` everything comes from
+    the mirror, checked against its manifest, and the model is a rehearsal model
+    (``model.rehearsal``). The cache key names the file, its size and digest (the
+    mirror's, under a mirror), ``rehearsal`` under a mirror, and
+    :func:`preprocessing`. ``device=None`` means CUDA when available, else CPU.
     """
     spec = _checkpoint(name)
+    src = checkpoint_source(name)
     tokenizer = load_roberta_tokenizer()
     path = fetch_checkpoint(name)
-    module = build_clap(spec.amodel, spec.fusion)
-    load_weights(module, read_checkpoint(path), source=str(path))
+    state = read_checkpoint(path)
+    roberta = roberta_config(state)
+    check_tokenizer_fits(tokenizer, roberta)
+    module = build_clap(spec.amodel, spec.fusion, roberta=roberta)
+    load_weights(module, state, source=str(path))
+    del state
     cache_key = "|".join([name, spec.file, f"{path.stat().st_size}B",
-                          spec.sha256 or "sha256-unknown", PREPROCESSING])
-    return LaionClap(module, tokenizer, name=name, cache_key=cache_key).to(default_device(device))
+                          src.sha256 or "sha256-unknown", *(["rehearsal"] if src.mirrored else []),
+                          preprocessing(spec.fusion)])
+    model = LaionClap(module, tokenizer, name=name, cache_key=cache_key, rehearsal=src.mirrored)
+    return model.to(default_device(device))
 
 
 def random_laion(amodel: str = "HTSAT-tiny", fusion: bool = False, seed: int = 0,
@@ -564,4 +845,4 @@ def random_laion(amodel: str = "HTSAT-tiny", fusion: bool = False, seed: int = 0
         module = build_clap(amodel, fusion, roberta=ROBERTA_TINY)
     name = f"laion/random-{amodel}{'-fusion' if fusion else ''}"
     return LaionClap(module, None, name=name,
-                     cache_key=f"{name}|seed={seed}|{PREPROCESSING}").to(default_device(device))
+                     cache_key=f"{name}|seed={seed}|{preprocessing(fusion)}").to(default_device(device))

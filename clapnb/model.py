@@ -95,7 +95,9 @@ class ClapModel(nn.Module):
             checkpoint digest, preprocessing); used by the embedding cache.
         sample_rate: Hz of the audio the model takes.
         clip_samples: fixed input window in samples (shorter clips are
-            repeat-padded, longer ones cropped from the start).
+            repeat-padded, longer ones cropped from the start by ``prepare`` and
+            ``spectrogram``; a backend's ``embed_audio`` may see more of a long clip, as
+            LAION's fusion checkpoints do).
         embed_dim: D, the size of the shared embedding space.
         stft_config: the model's own STFT.
         rehearsal: True for a model built from a local mirror's stand-in checkpoint

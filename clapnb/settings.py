@@ -48,9 +48,12 @@ def mirror() -> str | None:
 
 
 def cache_root() -> Path:
-    """``$CLAPNB_CACHE`` when set, else the user cache folder (not created here)."""
+    """``$CLAPNB_CACHE`` when set, else the user cache folder (not created here); under a
+    mirror (``CLAPNB_MIRROR``) its ``rehearsal`` subfolder, so that the rehearsal's stand-in
+    files never replace (or are mistaken for) the real checkpoints and datasets."""
     root = os.environ.get(CACHE_ENV, "").strip()
-    return Path(root).expanduser() if root else Path(platformdirs.user_cache_dir("clapnb"))
+    base = Path(root).expanduser() if root else Path(platformdirs.user_cache_dir("clapnb"))
+    return base / "rehearsal" if mirror() else base
 
 
 def default_device(device: str | torch.device | None = None) -> torch.device:

@@ -231,3 +231,11 @@ def test_damaged_text_cache_is_recomputed(private_cache):
 def test_text_embeddings_check_input():
     with pytest.raises(TypeError, match="list of strings"):
         cached_text_embeddings(CountingClap(), "dog", "vocab")
+
+
+def test_a_rehearsal_never_shares_the_real_cache(private_cache, monkeypatch):
+    real = cache_dir("checkpoints")
+    monkeypatch.setenv("CLAPNB_MIRROR", "http://127.0.0.1:9")
+    mirrored = cache_dir("checkpoints")
+    assert mirrored != real and mirrored.parent.parent == real.parent
+    assert mirrored.relative_to(real.parent).parts == ("rehearsal", "checkpoints")

@@ -1,14 +1,22 @@
 """The LAION-CLAP backend, tested offline on a randomly initialised model of the real
 architecture (HTSAT-tiny): the pretrained checkpoints themselves cannot be downloaded
 here, so everything up to them runs with real code (the package's own model classes,
-the checkpoint file format, the download through a loopback server)."""
+the checkpoint file format, the download through a loopback server, the rehearsal's
+mirror). Embeddings are compared with the package's own inference code
+(``CLAP_Module.get_audio_embedding_from_data`` / ``get_text_embedding`` in its
+hook.py, loaded offline by tests/_laion_reference.py) on the same random weights."""
 
+import hashlib
 import importlib.util
+import io
+import json
 import math
 import socket
 import string
 import sys
 import threading
+import time
+import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -20,6 +28,7 @@ import torch.nn.functional as F
 import clapnb
 from clapnb import _torchvision_shim as shim
 from clapnb import laion
+from clapnb.download import DownloadError, UnverifiedDownload
 from clapnb.registry import model_names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,8 +46,12 @@ def model() -> laion.LaionClap:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(socket.socket, "connect", refuse)
         model = laion.random_laion("HTSAT-tiny", seed=0)
-    # a fresh batch norm is the identity; give it statistics like a trained one's so
-    # that comparisons with the package see whether it is applied
+    return _with_bn0_statistics(model)
+
+
+def _with_bn0_statistics(model: laion.LaionClap) -> laion.LaionClap:
+    """A fresh batch norm is the identity; give it statistics like a trained one's so
+    that comparisons with the package see whether it is applied."""
     bn0 = model.clap.audio_branch.bn0
     with torch.no_grad():
         bn0.running_mean.copy_(torch.linspace(-40.0, 0.0, 64))
@@ -105,9 +118,11 @@ def test_the_package_cannot_shadow_our_modules_or_tests(model):
 # The audio path against the package's own
 # ---------------------------------------------------------------------------------
 def _repeatpad(clip: np.ndarray) -> torch.Tensor:
-    """laion_clap's get_audio_features, data_filling="repeatpad" (training/data.py):
-    repeat the clip int(480000 / len) times, then zero-pad to 480,000 samples."""
-    x = torch.from_numpy(clip)
+    """laion_clap's get_audio_features, data_filling="repeatpad" (training/data.py), after
+    its int16 quantisation: repeat the clip int(480000 / len) times, then zero-pad to
+    480,000 samples."""
+    clip = (np.clip(clip, -1.0, 1.0) * 32767.0).astype(np.int16)  # float32_to_int16
+    x = torch.from_numpy((clip / 32767.0).astype(np.float32))  # int16_to_float32
     n_repeat = int(WINDOW / len(x))
     return F.pad(x.repeat(n_repeat), (0, WINDOW - len(x) * n_repeat))
 
@@ -202,20 +217,137 @@ def test_htk_filters_are_torchaudios_melscale_fbanks():
     torch.testing.assert_close(ours.double(), expected, atol=1e-6, rtol=0)
 
 
+# ---------------------------------------------------------------------------------
+# Parity with the package's own inference code (hook.py), for every clip length
+# ---------------------------------------------------------------------------------
+PARITY_ATOL = 1e-4
+#: the package's fusion input has three cases for clips over 10 s: 1001 frames (the
+#: whole clip, not "longer"), a third of the possible crop starts empty, and the rest
+FUSION_CORNERS = {"10 s + 200 samples": WINDOW + 200, "10 s + 480 samples": WINDOW + 480}
+
+
+@pytest.fixture(scope="module")
+def hook():
+    """laion_clap/hook.py, loaded offline (tests/_laion_reference.py)."""
+    from _laion_reference import load_hook
+    return load_hook()
+
+
+@pytest.fixture(scope="module")
+def fusion_model() -> laion.LaionClap:
+    return _with_bn0_statistics(laion.random_laion("HTSAT-tiny", fusion=True, seed=1))
+
+
+def _parity_clip(n: int, seed: int) -> np.ndarray:
+    """``n`` samples whose thirds differ (a chirp, then noise, then a tone), with a
+    burst beyond full scale that the int16 quantisation clips."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / RATE
+    x = 0.02 * rng.standard_normal(n)
+    third = n // 3
+    x[:third] += 0.3 * np.sin(2 * np.pi * (200 + 2000 * t[:third] / t[third]) * t[:third])
+    x[third:2 * third] += 0.2 * rng.standard_normal(third)
+    x[2 * third:] += 0.4 * np.sin(2 * np.pi * 3000 * t[2 * third:])
+    x[n // 2:n // 2 + 2000] *= 8.0
+    return x.astype(np.float32)
+
+
+def _parity_clips(extra: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+    lengths = {"5 s": 5 * RATE, "10 s": WINDOW, "25 s": 25 * RATE, **(extra or {})}
+    return {name: _parity_clip(n, seed) for seed, (name, n) in enumerate(lengths.items())}
+
+
+@pytest.fixture
+def clapnb_rules(monkeypatch) -> list:
+    """The package's two random draws made clapnb's rules, recorded: ``np.random.choice``
+    (a fusion crop start within one third) -> the middle one (fusion_crop_starts);
+    ``np.random.randint(0, overflow + 1)`` (the 10-s crop of a long clip) -> 0, the start."""
+    draws = []
+
+    def middle(a):
+        a = np.asarray(a)
+        draws.append(("choice", int(a[0]), len(a)))
+        return a[len(a) // 2]
+
+    def start(low, high=None, size=None):
+        draws.append(("randint", low, high))
+        return low
+
+    monkeypatch.setattr(np.random, "choice", middle)
+    monkeypatch.setattr(np.random, "randint", start)
+    return draws
+
+
+def _max_differences(model, reference, clips: dict[str, np.ndarray]) -> dict[str, float]:
+    """Per clip, max |ours - package| over the embedding, all clips in one batch each."""
+    theirs = torch.from_numpy(reference.get_audio_embedding_from_data(list(clips.values())))
+    ours = model.embed_audio(list(clips.values()))
+    return dict(zip(clips, (ours - theirs).abs().amax(dim=1).tolist()))
+
+
+def test_quantisation_is_the_packages(hook):
+    x = np.concatenate([np.linspace(-1.5, 1.5, 200_001), np.random.default_rng(0).standard_normal(50_000)])
+    x = x.astype(np.float32)
+    theirs = hook.int16_to_float32(hook.float32_to_int16(x))
+    ours = laion.quantize_int16(torch.from_numpy(x))
+    assert ours.dtype == torch.float32 and np.array_equal(ours.numpy(), theirs)
+    every_level = torch.arange(-32767, 32768, dtype=torch.float32) / 32767.0
+    assert torch.equal(laion.quantize_int16(every_level), every_level)  # idempotent
+
+
+def test_fusion_crop_starts_take_the_middle_of_each_third():
+    assert laion.fusion_crop_starts(2501, 1001) == (250, 751, 1251)  # 25 s: 1,501 starts
+    assert laion.fusion_crop_starts(1002, 1001) == (0, 1, 0)  # starts 0, 1: the last third is empty
+    assert laion.fusion_crop_starts(1003, 1001) == (0, 1, 2)
+    assert laion.fusion_crop_starts(3001, 1001) == (333, 1000, 1667)
+
+
 @pytest.mark.slow
-def test_fusion_model_matches_the_package_fusion_path(clips):
-    model = laion.random_laion("HTSAT-tiny", fusion=True, seed=1)
-    assert model.fusion and model.name.endswith("fusion")
-    ours = model.embed_audio(clips[:1])
-    # the package's path for a clip of at most 10 s: get_mel (torchaudio MelSpectrogram,
-    # HTK filters, then 10 log10) stacked 4 times as "mel_fusion", longer=False
-    power = model.stft_config.stft(torch.from_numpy(clips[0])[None]).abs() ** 2
-    mel = 10 * torch.log10(torch.clamp(power.transpose(1, 2) @ model.htk_filters, min=1e-10))
-    batch = {"longer": torch.tensor([False]), "mel_fusion": mel[:, None].repeat(1, 4, 1, 1)}
+def test_audio_embeddings_match_the_package_non_fusion(model, hook, clapnb_rules):
+    """get_audio_embedding_from_data: int16 quantisation, repeatpad, "rand_trunc" made
+    "the first 10 s"; the package's own torchlibrosa front end against clapnb's STFT."""
+    from _laion_reference import reference_module
+    clips = _parity_clips()
+    differences = _max_differences(model, reference_module(hook, model), clips)
+    print("non-fusion max |ours - package|:", differences)
+    assert max(differences.values()) <= PARITY_ATOL, differences
+    assert clapnb_rules == [("randint", 0, 15 * RATE + 1)]  # the 25-s clip, cropped at its start
+
+
+@pytest.mark.slow
+def test_audio_embeddings_match_the_package_fusion(fusion_model, hook, clapnb_rules, monkeypatch):
+    """get_audio_embedding_from_data on a fusion model: the fusion input (the whole
+    clip's log-mel shrunk to 10 s, three local crops) for clips over 10 s, with the
+    middle crop of each third; torchaudio / torchvision stand-ins where not installed."""
+    from _laion_reference import reference_module
+    clips = _parity_clips(FUSION_CORNERS)
+    reference = reference_module(hook, fusion_model)
+    differences = _max_differences(fusion_model, reference, clips)
+    print("fusion max |ours - package|:", differences)
+    assert max(differences.values()) <= PARITY_ATOL, differences
+    # three draws per clip with more than 1001 frames; one third empty for +480 samples
+    assert [d for d in clapnb_rules if d[0] == "choice"] == [
+        ("choice", 0, 501), ("choice", 501, 500), ("choice", 1001, 500),  # 25 s: 2,501 frames
+        ("choice", 0, 1), ("choice", 1, 1), ("choice", 0, 1)]  # +480 samples: 1,002 frames
+    # the 25-s clip is heard whole: not its first 10 s, and another crop changes it
+    long = clips["25 s"]
+    ours = fusion_model.embed_audio(long)
+    assert torch.equal(ours, fusion_model.embed_audio(long))  # deterministic
+    assert (ours - fusion_model.embed_audio(long[:WINDOW])).abs().max() > 10 * PARITY_ATOL
+    monkeypatch.setattr(np.random, "choice", lambda a: np.asarray(a)[0])  # the first of each third
+    other = torch.from_numpy(reference.get_audio_embedding_from_data([long]))
+    assert (ours - other).abs().max() > 10 * PARITY_ATOL  # the rule matters: 30x the tolerance
+
+
+def test_fusion_model_on_clips_of_at_most_10_s_is_the_window_path(fusion_model, clips):
+    """Up to 10 s a fusion model sees the global view only: embed_audio is
+    embed_from_spectrogram of the 10-s window, which LMAC-ZS masks."""
+    ours = fusion_model.embed_audio(clips)
     with torch.no_grad():
-        pooled = model.clap.audio_branch(batch, device="cpu")["embedding"]
-        theirs = F.normalize(model.clap.audio_projection(pooled), dim=-1)
-    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
+        again = fusion_model.embed_from_spectrogram(fusion_model.spectrogram(clips).abs())
+    torch.testing.assert_close(ours, again, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="clip 1 contains NaN"):  # checked clip by clip
+        fusion_model.embed_audio([clips[0], np.full(WINDOW + 1, np.nan, dtype=np.float32)])
 
 
 # ---------------------------------------------------------------------------------
@@ -253,33 +385,156 @@ class _Stub:
         return {"input_ids": self.ids}
 
 
-def test_the_offline_stand_in_tokenizer_is_refused():
+def _files_tokenizer(files: dict[str, bytes], folder: Path):
+    """A RobertaTokenizer built by clapnb from ``vocab.json`` / ``merges.txt`` bytes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return laion._build_tokenizer(folder / "vocab.json", folder / "merges.txt", folder)
+
+
+@pytest.mark.slow
+def test_text_embeddings_match_the_package_with_a_roberta_base_tower(hook, tmp_path):
+    """CLAP_Module.get_text_embedding with the real text architecture (roberta-base's
+    configuration, random weights) and the same tokenizer object."""
+    from _laion_reference import reference_module
+    from _laion_tokenizer import small_files
+    tokenizer = _files_tokenizer(small_files(), tmp_path)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(2)
+        module = laion.build_clap("HTSAT-tiny", roberta=laion.ROBERTA_BASE)
+    assert laion.roberta_config(module.state_dict()) == laion.ROBERTA_BASE
+    ours = laion.LaionClap(module, tokenizer, name="laion/random-roberta-base", cache_key="t")
+    reference = reference_module(hook, ours, tokenizer)
+    assert reference.tokenize is tokenizer
+    texts = ["a dog barks", "rain on a roof", "the dog barks on the roof",
+             "Ünïcödé ♪ " + "and a very long caption " * 12]  # > 77 tokens: truncated
+    theirs = torch.from_numpy(reference.get_text_embedding(texts))
+    embedded = ours.embed_text(texts)
+    difference = float((embedded - theirs).abs().max())
+    print("text max |ours - package|:", difference)
+    assert difference <= PARITY_ATOL
+    torch.testing.assert_close(ours.embed_text(texts, batch_size=1), embedded, atol=1e-5, rtol=0)
+    assert float(embedded[0] @ embedded[1]) < 0.999
+
+
+def test_a_stand_in_tokenizer_is_refused():
     from transformers import RobertaTokenizer
-    stand_in = RobertaTokenizer()  # what from_pretrained returns offline without a cache
-    with pytest.raises(laion.TokenizerError, match="not the real one.*HF_HUB_OFFLINE"):
+    stand_in = RobertaTokenizer()  # a tokenizer without roberta-base's files
+    with pytest.raises(laion.TokenizerError, match="not the real roberta-base one.*delete"):
         laion.check_roberta_tokenizer(stand_in)
     with pytest.raises(laion.TokenizerError, match="50,265"):
         laion.check_roberta_tokenizer(_Stub(50265, [0, 1, 2]))  # right size, wrong ids
     laion.check_roberta_tokenizer(_Stub(50265, [0, 31414, 232, 2]))  # behaves like roberta-base
 
 
-def test_load_roberta_tokenizer_refuses_a_stand_in_and_stays_offline(monkeypatch):
+def test_a_tokenizer_must_fit_the_checkpoints_text_tower():
+    laion.check_tokenizer_fits(tiny_tokenizer(), laion.ROBERTA_TINY)
+    laion.check_tokenizer_fits(_Stub(50265, []), laion.ROBERTA_BASE)
+    with pytest.raises(laion.TokenizerError, match="50,265 tokens.*1,000 rows"):
+        laion.check_tokenizer_fits(_Stub(50265, []), laion.ROBERTA_TINY)
+    odd = tiny_tokenizer()
+    odd.pad_token = "<s>"  # id 0
+    with pytest.raises(laion.TokenizerError, match="padding id 0"):
+        laion.check_tokenizer_fits(odd, laion.ROBERTA_TINY)
+
+
+def _tokenizer_routes(server) -> dict[str, str]:
+    return {name: server.base_url + "/FacebookAI/roberta-base/resolve/main/" + name
+            for name in laion.TOKENIZER_URLS}
+
+
+def _serve(server, urls: dict[str, str], files: dict[str, bytes]) -> None:
+    for name, url in urls.items():
+        server.add(url.removeprefix(server.base_url), files[name])
+
+
+@pytest.fixture
+def no_hub(monkeypatch):
+    """The Hugging Face hub client is never asked for the tokenizer."""
     from transformers import RobertaTokenizer
-    calls = []
 
-    def from_pretrained(name, **kwargs):
-        calls.append((name, kwargs))
-        return RobertaTokenizer()
+    def refuse(*args, **kwargs):
+        raise AssertionError("RobertaTokenizer.from_pretrained was called")
 
-    monkeypatch.setattr(RobertaTokenizer, "from_pretrained", from_pretrained)
+    monkeypatch.setattr(RobertaTokenizer, "from_pretrained", refuse)
+
+
+def test_the_tokenizer_is_downloaded_unverified_checked_by_its_vocabulary_and_cached(
+        cache, monkeypatch, no_hub):
+    from _laion_tokenizer import roberta_shaped_files
+    from _loopback import LoopbackServer
+    assert laion.TOKENIZER_URLS == {
+        "vocab.json": "https://huggingface.co/FacebookAI/roberta-base/resolve/main/vocab.json",
+        "merges.txt": "https://huggingface.co/FacebookAI/roberta-base/resolve/main/merges.txt"}
+    monkeypatch.delenv("CLAPNB_MIRROR", raising=False)
+    monkeypatch.setenv("CLAPNB_OFFLINE", "0")
+    with LoopbackServer() as server:
+        urls = _tokenizer_routes(server)
+        _serve(server, urls, roberta_shaped_files())
+        monkeypatch.setattr(laion, "TOKENIZER_URLS", urls)
+        with pytest.warns(UnverifiedDownload, match="no checksum is published"):
+            tokenizer = laion.load_roberta_tokenizer()
+        assert len(tokenizer) == 50265 and tokenizer("Hello world")["input_ids"] == [0, 31414, 232, 2]
+        assert len(server.requests) == 2
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # cached: no download, no warning
+            assert len(laion.load_roberta_tokenizer()) == 50265
+        assert len(server.requests) == 2
+    folder = laion.tokenizer_dir()
+    assert folder == cache.parent / "tokenizers" / "roberta-base"
+    assert sorted(p.name for p in folder.iterdir()) == ["merges.txt", "vocab.json"]
+    monkeypatch.setenv("CLAPNB_OFFLINE", "1")  # cached: offline is fine
+    assert len(laion.load_roberta_tokenizer()) == 50265
+
+
+def test_tokenizer_files_that_are_not_roberta_bases_are_refused_or_fetched_again(
+        cache, monkeypatch, no_hub):
+    from _laion_tokenizer import roberta_shaped_files, small_files
+    from _loopback import LoopbackServer
+    monkeypatch.delenv("CLAPNB_MIRROR", raising=False)
+    folder = laion.tokenizer_dir()
+    for name, data in small_files().items():  # what a rehearsal leaves in the cache
+        (folder / name).write_bytes(data)
     monkeypatch.setenv("CLAPNB_OFFLINE", "1")
-    with pytest.raises(laion.TokenizerError, match="not the real one"):
-        laion.load_roberta_tokenizer()
-    assert calls == [("roberta-base", {"local_files_only": True})]
-    monkeypatch.setenv("CLAPNB_OFFLINE", "0")  # online: tries the cache, then a download
-    with pytest.raises(laion.TokenizerError):
-        laion.load_roberta_tokenizer()
-    assert calls[1:] == [("roberta-base", {"local_files_only": True}), ("roberta-base", {})]
+    with pytest.raises(laion.TokenizerError, match="not the real roberta-base one"):
+        laion.load_roberta_tokenizer()  # offline: cannot fetch them again
+    monkeypatch.setenv("CLAPNB_OFFLINE", "0")
+    with LoopbackServer() as server:
+        urls = _tokenizer_routes(server)
+        _serve(server, urls, roberta_shaped_files())
+        monkeypatch.setattr(laion, "TOKENIZER_URLS", urls)
+        with pytest.warns(UnverifiedDownload):
+            assert len(laion.load_roberta_tokenizer()) == 50265  # replaced
+        assert len(server.requests) == 2
+    for files, message in ((small_files(), "not the real roberta-base one"),
+                           ({"vocab.json": b"<html>busy</html>", "merges.txt": b"x"}, "unreadable")):
+        for path in folder.iterdir():
+            path.unlink()
+        with LoopbackServer() as server:
+            urls = _tokenizer_routes(server)
+            _serve(server, urls, files)
+            monkeypatch.setattr(laion, "TOKENIZER_URLS", urls)
+            with pytest.warns(UnverifiedDownload), pytest.raises(laion.TokenizerError, match=message):
+                laion.load_roberta_tokenizer()
+            assert len(server.requests) == 2  # freshly downloaded: not fetched twice
+
+
+def test_under_a_mirror_the_tokenizer_is_its_own_verified_and_not_probed(cache, monkeypatch, no_hub):
+    from _laion_mirror import MirrorServer
+    from _laion_tokenizer import small_files
+    monkeypatch.setenv("CLAPNB_OFFLINE", "0")
+    with MirrorServer() as mirror:
+        for name, url in laion.TOKENIZER_URLS.items():
+            mirror.add_mirrored(url, small_files()[name])
+        mirror.publish()
+        monkeypatch.setenv("CLAPNB_MIRROR", mirror.base_url)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UnverifiedDownload)  # the manifest verifies them
+            tokenizer = laion.load_roberta_tokenizer()
+        assert mirror.hits("/huggingface.co/FacebookAI/roberta-base/resolve/main/vocab.json") == [None]
+    assert len(tokenizer) == len(json.loads(small_files()["vocab.json"]))
+    laion.check_tokenizer_fits(tokenizer, laion.ROBERTA_TINY)
 
 
 # ---------------------------------------------------------------------------------
@@ -338,7 +593,9 @@ def test_checkpoint_registry():
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch) -> Path:
+    """A private cache, and no mirror unless a test sets one."""
     monkeypatch.setenv("CLAPNB_CACHE", str(tmp_path))
+    monkeypatch.delenv("CLAPNB_MIRROR", raising=False)
     return tmp_path / "checkpoints"
 
 
@@ -402,6 +659,38 @@ def test_checkpoint_reachable_asks_the_server(monkeypatch, head_server):
     assert laion.checkpoint_reachable("laion/630k-audioset", timeout=1.0) is False
 
 
+def test_under_a_mirror_the_mirrors_size_applies_and_head_goes_to_it(cache, monkeypatch):
+    from _laion_mirror import MirrorServer
+    name = laion.DEFAULT_CHECKPOINT
+    spec = laion.CHECKPOINTS[name]
+    monkeypatch.setenv("CLAPNB_OFFLINE", "0")
+    with MirrorServer() as mirror:
+        served = mirror.add_mirrored(spec.url, b"rehearsal weights")
+        mirror.publish()
+        monkeypatch.setenv("CLAPNB_MIRROR", mirror.base_url)
+        src = laion.checkpoint_source(name)
+        assert src.mirrored and src.url == mirror.base_url + served and src.size == 17
+        assert src.sha256 == hashlib.sha256(b"rehearsal weights").hexdigest() != spec.sha256
+        assert laion.checkpoint_reachable(name) and mirror.heads == [served]
+        assert not laion.checkpoint_reachable("laion/630k")  # not in the manifest: no request
+        assert mirror.heads == [served]
+        path = laion.checkpoint_path(name)
+        with open(path, "wb") as f:
+            f.truncate(spec.size)  # the real size is the wrong one here
+        assert not laion.checkpoint_cached(name)
+        assert laion.fetch_checkpoint(name).read_bytes() == b"rehearsal weights"
+        assert laion.checkpoint_cached(name)
+    monkeypatch.setenv("CLAPNB_MIRROR", f"http://127.0.0.1:{_unused_port()}")
+    assert not laion.checkpoint_reachable(name)  # no mirror answering: unreachable
+    with pytest.raises(DownloadError, match="is the mirror running"):
+        laion.checkpoint_cached(name)
+
+
+def _unused_port() -> int:
+    from _loopback import unused_port
+    return unused_port()
+
+
 def _training_checkpoint(state: dict[str, torch.Tensor]) -> dict:
     """A checkpoint as LAION-CLAP's training saves it: DDP "module." names, the
     position_ids buffer, numpy scalars beside the weights."""
@@ -445,21 +734,63 @@ def test_load_weights_is_strict_and_says_what_does_not_fit(model):
             laion.load_weights(model.clap, broken)
 
 
+def _roberta_state(config: dict) -> dict[str, torch.Tensor]:
+    """The text tower's weights as a checkpoint names them, on the meta device (shapes only)."""
+    from transformers import RobertaConfig, RobertaModel
+    with torch.device("meta"):
+        text = RobertaModel(RobertaConfig(**config))
+    return {"text_branch." + k: v for k, v in text.state_dict().items()}
+
+
+def test_the_text_tower_configuration_is_read_off_the_checkpoint(model):
+    assert laion.roberta_config(_roberta_state(laion.ROBERTA_BASE)) == laion.ROBERTA_BASE
+    assert laion.roberta_config(model.clap.state_dict()) == laion.ROBERTA_TINY
+    shallow = {**laion.ROBERTA_BASE, "vocab_size": 300, "num_hidden_layers": 2,
+               "intermediate_size": 128, "max_position_embeddings": 100}
+    assert laion.roberta_config(_roberta_state(shallow)) == shallow
+    state = _roberta_state(laion.ROBERTA_TINY)
+    with pytest.raises(laion.CheckpointError, match="no text_branch.embeddings.word_embeddings"):
+        laion.roberta_config({k: v for k, v in state.items() if "word_embeddings" not in k})
+    gap = {k.replace("encoder.layer.0.", "encoder.layer.1."): v for k, v in state.items()}
+    with pytest.raises(laion.CheckpointError, match=r"layers \[1\]"):
+        laion.roberta_config(gap)
+    short = _roberta_state({**laion.ROBERTA_TINY, "max_position_embeddings": 78})
+    with pytest.raises(laion.CheckpointError, match="78 positions; 77-token texts need 79"):
+        laion.roberta_config(short)
+
+
+def test_offline_load_laion_fails_at_once_without_touching_the_network(cache, monkeypatch):
+    connects = []
+
+    def refuse(sock, address, *args):
+        connects.append(address)
+        raise OSError("test_laion: no network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setenv("CLAPNB_OFFLINE", "1")
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match="CLAPNB_OFFLINE=1 forbids network access"):
+        laion.load_laion(laion.DEFAULT_CHECKPOINT, device="cpu")
+    assert time.monotonic() - started < 5 and connects == []
+    assert not laion.checkpoint_reachable(laion.DEFAULT_CHECKPOINT) and connects == []
+
+
+def _payload(model: laion.LaionClap) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(_training_checkpoint(model.clap.state_dict()), buffer)
+    return buffer.getvalue()  # ~140 MB
+
+
 @pytest.mark.slow
 def test_load_laion_downloads_verifies_builds_and_loads(model, clips, cache, monkeypatch):
     """The whole of load_laion with a loopback server in place of Hugging Face and the
-    random model's weights in place of a pretrained checkpoint."""
-    import hashlib
-    import io
-
+    random model's weights in place of a pretrained checkpoint (its text tower: a
+    one-layer RoBERTa, read off the checkpoint)."""
     from _loopback import LoopbackServer
-    buffer = io.BytesIO()
-    torch.save(_training_checkpoint(model.clap.state_dict()), buffer)
-    payload = buffer.getvalue()  # ~140 MB
+    payload = _payload(model)
     spec = laion.Checkpoint("test-best.pt", "HTSAT-tiny", False, len(payload),
                             hashlib.sha256(payload).hexdigest(), "test")
     monkeypatch.setitem(laion.CHECKPOINTS, "laion/test", spec)
-    monkeypatch.setattr(laion, "ROBERTA_BASE", laion.ROBERTA_TINY)  # the source's text tower
     monkeypatch.setattr(laion, "load_roberta_tokenizer", tiny_tokenizer)
     monkeypatch.setenv("CLAPNB_OFFLINE", "0")
     try:
@@ -475,10 +806,47 @@ def test_load_laion_downloads_verifies_builds_and_loads(model, clips, cache, mon
         laion.checkpoint_path("laion/test").unlink(missing_ok=True)  # pytest keeps tmp dirs
     assert loaded.name == "laion/test" and isinstance(loaded, laion.LaionClap)
     assert "test-best.pt" in loaded.cache_key and spec.sha256 in loaded.cache_key
-    assert laion.PREPROCESSING in loaded.cache_key
+    assert laion.PREPROCESSING in loaded.cache_key and "rehearsal" not in loaded.cache_key
+    assert loaded.rehearsal is False
+    assert loaded.clap.text_branch.config.num_hidden_layers == 1
     torch.testing.assert_close(loaded.embed_audio(clips[:1]), model.embed_audio(clips[:1]))
     source_text = laion.LaionClap(model.clap, tiny_tokenizer(), name="source", cache_key="s")
     torch.testing.assert_close(loaded.embed_text(["a dog"]), source_text.embed_text(["a dog"]))
+
+
+@pytest.mark.slow
+def test_load_laion_from_a_mirror_is_a_rehearsal_with_its_own_text_tower(
+        fusion_model, clips, cache, monkeypatch, no_hub):
+    """The rehearsal: every file from the mirror, checked against its manifest (not the
+    real sizes and digests); a shallow text tower and a small tokenizer that fits it."""
+    from _laion_mirror import MirrorServer
+    from _laion_tokenizer import small_files
+    payload = _payload(fusion_model)
+    name = "laion/630k-audioset-fusion"  # a real entry: its real size and digest must not apply
+    spec = laion.CHECKPOINTS[name]
+    monkeypatch.setenv("CLAPNB_OFFLINE", "0")
+    try:
+        with MirrorServer() as mirror:
+            served = mirror.add_mirrored(spec.url, payload)
+            for file, url in laion.TOKENIZER_URLS.items():
+                mirror.add_mirrored(url, small_files()[file])
+            mirror.publish()
+            monkeypatch.setenv("CLAPNB_MIRROR", mirror.base_url)
+            assert laion.checkpoint_reachable(name) and not laion.checkpoint_cached(name)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", UnverifiedDownload)
+                loaded = laion.load_laion(name, device="cpu")
+            assert mirror.hits(served) == [None] and laion.checkpoint_cached(name)
+    finally:
+        laion.checkpoint_path(name).unlink(missing_ok=True)
+    assert loaded.rehearsal is True and loaded.fusion
+    assert "rehearsal" in loaded.cache_key and hashlib.sha256(payload).hexdigest() in loaded.cache_key
+    assert laion.PREPROCESSING_FUSION in loaded.cache_key
+    assert loaded.clap.text_branch.config.num_hidden_layers == 1
+    torch.testing.assert_close(loaded.embed_audio(clips), fusion_model.embed_audio(clips))
+    source_text = laion.LaionClap(fusion_model.clap, loaded.tokenizer, name="source", cache_key="s")
+    texts = ["a dog barks", "rain on the roof"]
+    torch.testing.assert_close(loaded.embed_text(texts), source_text.embed_text(texts))
 
 
 def test_audio_config_other_than_laions_is_refused():
