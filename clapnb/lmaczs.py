@@ -453,7 +453,8 @@ def caption_prompt(scenes, i: int, rng: np.random.Generator) -> str:
 
 class SceneBatches:
     """``batches(step) -> (waveforms (B, S), prompts [B])``: deterministic in (seed, step),
-    so training can stop and resume anywhere.
+    so training can stop and resume anywhere. ``prompt`` (default: :func:`event_prompt`
+    for scenes with ground-truth events, else :func:`caption_prompt`) picks each clip's text.
 
     With ``preload`` (the default, right for the small synthetic sets) every clip is
     loaded once and kept in memory; without it (large sets such as Clotho: 10 s at
@@ -461,13 +462,15 @@ class SceneBatches:
     """
 
     def __init__(self, model: ClapModel, scenes, batch_size: int = 8, seed: int = 0,
-                 prompt: Callable = event_prompt, preload: bool = True, progress: bool = True):
+                 prompt: Callable | None = None, preload: bool = True, progress: bool = True):
         if batch_size < 2:
             raise ValueError(f"batch_size must be at least 2 (mismatched pairs need 2 clips), "
                              f"got {batch_size}")
         if batch_size > len(scenes):
             raise ValueError(f"batch_size {batch_size} is larger than the {len(scenes)} clips given")
         self.model, self.scenes, self.batch_size = model, scenes, batch_size
+        if prompt is None:   # name an event where the scenes know them, else use a caption
+            prompt = event_prompt if scenes.events is not None else caption_prompt
         self.seed, self.prompt = seed, prompt
         self.audio = None
         if preload:
@@ -666,7 +669,6 @@ def decoder_for(model: ClapModel, steps: int = 300, max_items: int | None = 400,
           f"{steps} steps on {len(scenes)} clips of {scenes.name!r} (a few minutes on a GPU; "
           f"notebook 06 explains the training). It is saved to {path} for the next notebook.")
     batches = SceneBatches(model, scenes, batch_size=min(batch_size, len(scenes)), seed=seed,
-                           prompt=event_prompt if scenes.events is not None else caption_prompt,
                            preload=False, progress=progress)
     decoder = new_decoder(model, seed=seed)
     train_decoder(model, decoder, batches, steps, checkpoint=path.with_suffix(".checkpoint"),

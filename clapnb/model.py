@@ -21,7 +21,7 @@ two always agree; each backend's tests check that this path reproduces the
 original model's own front end.
 
 One module per backend implements this interface (:mod:`clapnb.tiny`,
-:mod:`clapnb.laion`); :mod:`clapnb.registry` maps names to them and says what
+:mod:`clapnb.laion`, :mod:`clapnb.msclap`); :mod:`clapnb.registry` maps names to them and says what
 comes with each (datasets, a shipped decoder, ground truth).
 """
 

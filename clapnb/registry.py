@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clapnb import laion, synth, tiny
+from clapnb import laion, msclap, synth, tiny
 from clapnb.clotho import load_clotho
 from clapnb.datasets import ClipSet, SceneSet
 from clapnb.esc50 import load_esc50
@@ -139,6 +139,10 @@ def _backends() -> dict[str, Backend]:
         name=name, family="LAION-CLAP", mode="online", about=spec.about,
         load=partial(laion.load_laion, name), clips=_esc50_clips, scenes=_clotho_scenes,
         decoder_scenes=_clotho_scenes) for name, spec in laion.CHECKPOINTS.items()]
+    entries += [Backend(
+        name=name, family="MS-CLAP", mode="online", about=spec.about,
+        load=partial(msclap.load_msclap, name), clips=_esc50_clips, scenes=_clotho_scenes,
+        decoder_scenes=_clotho_scenes) for name, spec in msclap.CHECKPOINTS.items()]
     return {b.name: b for b in entries}
 
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """A local mirror of every download host of the online course, for rehearsals with no network.
 
-The online course downloads LAION-CLAP checkpoints and the roberta-base tokenizer from
-Hugging Face, ESC-50 from GitHub, Clotho and the FSD50K metadata from Zenodo. With
+The online course downloads LAION-CLAP and msclap checkpoints and the roberta-base, gpt2 and
+bert-base-uncased tokenizers from Hugging Face, ESC-50 from GitHub, Clotho and the FSD50K metadata from Zenodo. With
 ``CLAPNB_MIRROR=http://127.0.0.1:PORT`` every one of those addresses goes to this mirror
 instead (``clapnb.download.source``): ``https://HOST/PATH?QUERY`` ->
 ``$CLAPNB_MIRROR/HOST/PATH?QUERY``, checked against ``$CLAPNB_MIRROR/manifest.json``
@@ -26,9 +26,21 @@ and ``OUT_DIR/manifest.json``. What is real and what is not:
 * the roberta-base tokenizer (``vocab.json``, ``merges.txt``): roberta's byte-level BPE
   format (``<s>``=0, ``<pad>``=1, ``</s>``=2, ``<unk>``=3, ``<mask>`` last) with a SMALL
   vocabulary (1,000 tokens) learned from the course's words and the Clotho captions.
+* msclap checkpoints (``huggingface.co/microsoft/msclap/resolve/main/CLAP_weights_<version>.pth``,
+  names ``msclap/2023`` and ``msclap/2022`` in ``--checkpoints``): ``{"model": state_dict}``
+  as Microsoft publishes them, float32; the real audio architecture (2023: HTS-AT, 2022:
+  CNN14) with RANDOM weights and a one-layer text tower (``clapnb.msclap.GPT2_TINY`` /
+  ``BERT_TINY``: 768 wide, 128 positions) whose embedding has one row per token of the
+  tokenizer below. 2023: ~155 MB (built by default); 2022: ~363 MB (CNN14 alone is 80 M
+  weights; only on request, e.g. ``--checkpoints all``).
+* the gpt2 tokenizer (``openai-community/gpt2``: ``vocab.json``, ``merges.txt``) with the
+  2023 checkpoint: GPT-2's byte-level BPE layout (the 256 byte symbols first in GPT-2's
+  order, so ``!``=0, msclap's padding id; ``<|endoftext|>`` last), 1,000 tokens learned from
+  the same words; the bert-base-uncased ``vocab.txt`` (``google-bert/bert-base-uncased``)
+  with the 2022 one: WordPiece, lower case, ``[PAD]``=0, 1,000 tokens.
 * ESC-50 (a GitHub archive zip at the path of ``clapnb.esc50.ESC50_URL``): the top folder
   GitHub names (``ESC-50-<ref>/``), ``meta/esc50.csv`` with the REAL rows of the first
-  ``clips_per_class`` clips of each class, and SYNTHETIC 44.1 kHz 5-s 16-bit mono wavs.
+  ``clips_per_class`` clips of each class (the k-th from fold k % 5 + 1, up to 5), and SYNTHETIC 44.1 kHz 5-s 16-bit mono wavs.
 * Clotho v2.1 (``zenodo.org/records/4783391/files/``): ``clotho_captions_<split>.csv``
   with the REAL captions of the first ``clotho_clips`` clips and
   ``clotho_audio_<split>.7z`` holding ``<split>/<file_name>``, SYNTHETIC 44.1 kHz wavs
@@ -93,8 +105,9 @@ DEFAULT_TOKENIZER_URLS = (
     "https://huggingface.co/FacebookAI/roberta-base/resolve/main/vocab.json",
     "https://huggingface.co/FacebookAI/roberta-base/resolve/main/merges.txt",
 )
-#: the checkpoints the course loads (``--checkpoints all``: every one in CHECKPOINTS)
-DEFAULT_CHECKPOINTS = ("laion/630k-audioset", "laion/630k-audioset-fusion")
+#: the checkpoints the course loads (``--checkpoints all``: every one in clapnb.laion's and
+#: clapnb.msclap's CHECKPOINTS)
+DEFAULT_CHECKPOINTS = ("laion/630k-audioset", "laion/630k-audioset-fusion", "msclap/2023")
 CLOTHO_SPLITS = {"evaluation": "wavcaps_clotho_v2_test.csv",
                  "validation": "wavcaps_clotho_v2_val.csv",
                  "development": "wavcaps_clotho_v2_train.csv"}
@@ -148,9 +161,27 @@ def tokenizer_urls() -> dict[str, str]:
     return found
 
 
+def all_checkpoints() -> dict[str, Any]:
+    """Name -> checkpoint of every checkpoint the mirror can build (LAION-CLAP's, msclap's)."""
+    from clapnb import laion, msclap
+    return {**laion.CHECKPOINTS, **msclap.CHECKPOINTS}
+
+
+def is_msclap(name: str) -> bool:
+    return name.startswith("msclap/")
+
+
+def msclap_text_models(names: Iterable[str]) -> list[str]:
+    """The msclap text towers (``"gpt2"``, ``"bert"``) whose tokenizers the checkpoints
+    ``names`` need, in a fixed order."""
+    from clapnb.msclap import CHECKPOINTS
+    needed = {CHECKPOINTS[n].text_model for n in names if is_msclap(n)}
+    return [t for t in ("gpt2", "bert") if t in needed]
+
+
 def checkpoint_names(wanted: Iterable[str] | str | None) -> list[str]:
-    """The checkpoint names to build (``"all"``: every one in clapnb.laion.CHECKPOINTS)."""
-    from clapnb.laion import CHECKPOINTS
+    """The checkpoint names to build (``"all"``: every one of :func:`all_checkpoints`)."""
+    CHECKPOINTS = all_checkpoints()
     if wanted is None:
         wanted = DEFAULT_CHECKPOINTS
     if isinstance(wanted, str):
@@ -318,17 +349,94 @@ def write_checkpoint(out: Path, name: str, roberta: dict[str, Any]) -> Path:
     return path
 
 
+def _gpt2_byte_symbols() -> list[str]:
+    """GPT-2's byte symbols (``bytes_to_unicode``) in its vocabulary's order: the printable
+    bytes first (``!`` is id 0), then the others mapped to U+0100 onwards."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    return [chr(b) for b in printable] + [chr(256 + i) for i in range(len(others))]
+
+
+def write_msclap_tokenizer(out: Path, text_model: str, corpus: list[str]) -> dict[str, int]:
+    """The tokenizer files of msclap's ``text_model`` at their real addresses, with
+    ``vocab_size`` of ``clapnb.msclap.TEXT_MODELS[text_model].tiny`` tokens; returns the
+    vocabulary. gpt2: byte-level BPE in GPT-2's layout (see the module docstring);
+    bert: a lower-case WordPiece ``vocab.txt`` with ``[PAD]`` = 0."""
+    from clapnb.msclap import END_TOKEN, TEXT_MODELS
+    tower = TEXT_MODELS[text_model]
+    size = tower.tiny["vocab_size"]
+    with tempfile.TemporaryDirectory() as tmp:
+        if text_model == "gpt2":
+            from tokenizers import ByteLevelBPETokenizer
+            bpe = ByteLevelBPETokenizer(add_prefix_space=False)
+            bpe.train_from_iterator(corpus, vocab_size=size - 1, min_frequency=2, special_tokens=[],
+                                    show_progress=False)
+            vocab_file, merges_file = bpe.save_model(tmp)
+            learned = json.loads(Path(vocab_file).read_text(encoding="utf-8"))
+            merges = Path(merges_file).read_text(encoding="utf-8").splitlines()
+            symbols = _gpt2_byte_symbols()
+            known = set(symbols)
+            rest = [t for t, _ in sorted(learned.items(), key=lambda kv: kv[1]) if t not in known]
+            vocab = {t: i for i, t in enumerate([*symbols, *rest])}
+            vocab[END_TOKEN] = len(vocab)
+            if not known <= learned.keys() or len(vocab) != size:
+                raise RuntimeError(f"the gpt2-style tokenizer has {len(vocab)} tokens; expected "
+                                   f"{size}, every byte symbol among them (a corpus too small?)")
+            if merges and not merges[0].startswith("#version"):
+                merges.insert(0, "#version: 0.2")
+            texts = {"vocab.json": json.dumps(vocab, ensure_ascii=False, separators=(",", ":")),
+                     "merges.txt": "\n".join(merges) + "\n"}
+        else:
+            from tokenizers import BertWordPieceTokenizer
+            specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+            wordpiece = BertWordPieceTokenizer(lowercase=True)
+            wordpiece.train_from_iterator(corpus, vocab_size=size, min_frequency=2,
+                                          special_tokens=specials, show_progress=False)
+            vocab = dict(sorted(wordpiece.get_vocab().items(), key=lambda kv: kv[1]))
+            if list(vocab)[:len(specials)] != specials or list(vocab.values()) != list(range(len(vocab))) \
+                    or len(vocab) > size:
+                raise RuntimeError(f"the bert-style vocabulary has {len(vocab)} tokens starting "
+                                   f"{list(vocab)[:5]}; expected at most {size}, [PAD] first")
+            texts = {"vocab.txt": "\n".join(vocab) + "\n"}
+    for name, text in texts.items():
+        path = out / mirror_key(tower.urls[name])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return vocab
+
+
+def write_msclap_checkpoint(out: Path, name: str) -> Path:
+    """msclap checkpoint ``name`` with random weights, as Microsoft publishes it
+    (``{"model": state_dict}``), with the one-layer text tower of
+    ``clapnb.msclap.TEXT_MODELS[...].tiny``."""
+    from collections import OrderedDict
+
+    import torch
+    from clapnb.msclap import CHECKPOINTS, TEXT_MODELS, build_clap
+    spec = CHECKPOINTS[name]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(zlib.crc32(name.encode()))
+        module = build_clap(spec.version, text=TEXT_MODELS[spec.text_model].tiny)
+    state = OrderedDict((k, v.detach().clone().contiguous()) for k, v in module.state_dict().items())
+    path = out / mirror_key(spec.url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": state}, path)
+    return path
+
+
 def write_esc50(out: Path, data: Path, clips_per_class: int) -> Path:
     """The ESC-50 GitHub archive: real metadata rows, synthetic audio."""
     from clapnb.esc50 import ESC50_URL
     header, rows = _read_csv(data / "esc50" / "esc50.csv")
-    taken: dict[int, int] = {}
-    chosen = []
-    for r in rows:  # the first clips of each class, in file order
-        target = int(r["target"])
-        if taken.get(target, 0) < clips_per_class:
-            taken[target] = taken.get(target, 0) + 1
-            chosen.append(r)
+    # per class, the first clip of fold 1, then of fold 2, ...: the k-th clip comes from
+    # fold k % 5 + 1, so that two or more clips per class give cross-validation folds
+    first: dict[tuple[int, int], dict] = {}
+    for r in rows:
+        first.setdefault((int(r["target"]), int(r["fold"])), r)
+    picked = {id(first[t, k % 5 + 1]) for t in {int(r["target"]) for r in rows}
+              for k in range(clips_per_class) if (t, k % 5 + 1) in first}
+    chosen = [r for r in rows if id(r) in picked]   # in file order, as the real csv
     # https://github.com/OWNER/REPO/archive/REF.zip unpacks to REPO-REF/ (GitHub's naming)
     m = re.fullmatch(r"/[^/]+/([^/]+)/archive/(?:refs/(?:heads|tags)/)?(.+)\.zip", urlsplit(ESC50_URL).path)
     if m is None:
@@ -453,8 +561,10 @@ def settings(data_dir: Path, clips_per_class: int, clotho_clips: int, clotho_spl
     """Everything the bytes of a build depend on (the stamp)."""
     from clapnb.clotho import CLOTHO_URL
     from clapnb.esc50 import ESC50_URL
-    from clapnb.laion import CHECKPOINTS
+    from clapnb.msclap import TEXT_MODELS, TOKENIZER_URLS
     from clapnb.vocabulary import FSD50K_METADATA_URL
+    CHECKPOINTS = all_checkpoints()
+    towers = msclap_text_models(checkpoints)
     return {
         "version": BUILD_VERSION,
         "script_sha256": file_sha256(Path(__file__)),
@@ -462,6 +572,8 @@ def settings(data_dir: Path, clips_per_class: int, clotho_clips: int, clotho_spl
         "clotho_splits": clotho_splits, "clotho_seconds": clotho_seconds,
         "checkpoints": {n: CHECKPOINTS[n].url for n in checkpoints},
         "text_tower": text_tower(),
+        **({"msclap_text_towers": {t: TEXT_MODELS[t].tiny for t in towers},
+            "msclap_tokenizers": {t: TOKENIZER_URLS[t] for t in towers}} if towers else {}),
         "urls": {"esc50": ESC50_URL, "clotho": CLOTHO_URL, "fsd50k": FSD50K_METADATA_URL,
                  "tokenizer": tokenizer_urls()},
         "inputs": {p.name: file_sha256(p) for p in _inputs(data_dir)},
@@ -512,9 +624,15 @@ def build(out_dir: str | os.PathLike, data_dir: str | os.PathLike = DEFAULT_DATA
     try:
         progress(f"building the mirror in {out}")
         roberta = text_tower()
-        step("tokenizer", lambda: write_tokenizer(tmp, tokenizer_corpus(data), roberta["vocab_size"]))
+        corpus = tokenizer_corpus(data)
+        step("tokenizer", lambda: write_tokenizer(tmp, corpus, roberta["vocab_size"]))
+        for text_model in msclap_text_models(names):
+            step(f"msclap {text_model} tokenizer", write_msclap_tokenizer, tmp, text_model, corpus)
         for name in names:
-            step(f"checkpoint {name}", write_checkpoint, tmp, name, roberta)
+            if is_msclap(name):
+                step(f"checkpoint {name}", write_msclap_checkpoint, tmp, name)
+            else:
+                step(f"checkpoint {name}", write_checkpoint, tmp, name, roberta)
         step("ESC-50", write_esc50, tmp, data, clips_per_class)
         for split in splits:
             step(f"Clotho {split}", write_clotho, tmp, data, split, clotho_clips, clotho_seconds)
@@ -692,7 +810,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--clotho-splits", default="evaluation",
                    help=f"comma-separated, of {', '.join(CLOTHO_SPLITS)} (default evaluation)")
     b.add_argument("--checkpoints", default=",".join(DEFAULT_CHECKPOINTS),
-                   help="comma-separated names of clapnb.laion.CHECKPOINTS, or 'all'")
+                   help="comma-separated names of clapnb.laion.CHECKPOINTS and "
+                        "clapnb.msclap.CHECKPOINTS, or 'all'")
     b.add_argument("--force", action="store_true", help="rebuild even when up to date")
     s = commands.add_parser("serve", help="serve a built mirror on 127.0.0.1")
     s.add_argument("out_dir", type=Path)

@@ -304,3 +304,15 @@ def test_decoder_for_trains_once_saves_and_then_loads(model, monkeypatch, tmp_pa
     untrained = lmaczs.new_decoder(model, seed=0)
     assert any(not torch.allclose(a, b, atol=1e-3) for a, b in
                zip(first.state_dict().values(), untrained.state_dict().values()))  # it was trained
+
+
+def test_scene_batches_use_captions_where_scenes_know_no_events(model):
+    """Online scenes (Clotho) have captions but no events: the default prompt is a caption."""
+    scenes = synth.load_synthetic_scenes(n=4, seed=3)
+    captioned = scenes.subset(np.arange(4))
+    captioned.events = None
+    _, prompts = lmaczs.SceneBatches(model, captioned, batch_size=2, seed=0, progress=False)(0)
+    assert all(any(p in caps for caps in captioned.captions) for p in prompts)
+    _, named = lmaczs.SceneBatches(model, scenes, batch_size=2, seed=0, progress=False)(0)
+    labels = {e.label for ev in scenes.events for e in ev}
+    assert all(any(label in p for label in labels) for p in named)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import http.client
+import io
 import importlib.util
 import json
 import os
@@ -31,6 +32,8 @@ pytestmark = pytest.mark.skipif(not (DATA / "esc50" / "esc50.csv").is_file(),
                                 reason=f"the shared metadata is not at {DATA} (../shared/data)")
 CLIPS_PER_CLASS, CLOTHO_CLIPS, CLOTHO_SECONDS = 1, 3, 15.0
 CHECKPOINT = "laion/630k-audioset"
+MSCLAP = "msclap/2023"
+CHECKPOINTS = [CHECKPOINT, MSCLAP]
 
 
 def _import_mirror():
@@ -49,7 +52,7 @@ def tree(tmp_path_factory) -> Path:
     """A small mirror, built once for the module."""
     return mirror.build(tmp_path_factory.mktemp("mirror") / "tree", DATA,
                         clips_per_class=CLIPS_PER_CLASS, clotho_clips=CLOTHO_CLIPS,
-                        clotho_seconds=CLOTHO_SECONDS, checkpoints=[CHECKPOINT],
+                        clotho_seconds=CLOTHO_SECONDS, checkpoints=CHECKPOINTS,
                         progress=lambda message: None)
 
 
@@ -115,7 +118,7 @@ def test_a_second_build_with_the_same_settings_does_nothing(tree):
     before = (tree / "manifest.json").stat().st_mtime_ns
     messages = []
     mirror.build(tree, DATA, clips_per_class=CLIPS_PER_CLASS, clotho_clips=CLOTHO_CLIPS,
-                 clotho_seconds=CLOTHO_SECONDS, checkpoints=[CHECKPOINT], progress=messages.append)
+                 clotho_seconds=CLOTHO_SECONDS, checkpoints=CHECKPOINTS, progress=messages.append)
     assert messages == [f"mirror in {tree} is up to date"]
     assert (tree / "manifest.json").stat().st_mtime_ns == before
 
@@ -217,6 +220,58 @@ def test_load_laion_rehearses_on_the_mirror(mirrored):
     assert embedding.shape == (1, 512)
 
 
+def test_msclap_checkpoint_and_tokenizer_are_in_the_published_formats(tree, mirrored):
+    import torch
+
+    from clapnb import msclap
+    spec = msclap.CHECKPOINTS[MSCLAP]
+    for url in [spec.url, *msclap.TOKENIZER_URLS["gpt2"].values()]:
+        src = download.source(url)
+        assert src.mirrored and src.url.startswith(mirrored + "/") and src.sha256, url
+    path = msclap.fetch_checkpoint(MSCLAP)
+    assert zipfile.is_zipfile(path)  # torch's zip format, as Microsoft's files
+    assert list(torch.load(path, map_location="cpu", weights_only=True, mmap=True)) == ["model"]
+    config = msclap.text_config("gpt2", msclap.read_checkpoint(path))
+    assert config == msclap.GPT2_TINY and config["n_layer"] == 1
+    vocab = json.loads((tree / mirror.mirror_key(msclap.TOKENIZER_URLS["gpt2"]["vocab.json"]))
+                       .read_text(encoding="utf-8"))
+    assert len(vocab) == config["vocab_size"] and vocab["!"] == 0  # msclap pads with "!" = 0
+    assert vocab[msclap.END_TOKEN] == len(vocab) - 1  # last, as in gpt2 (50256)
+    assert not list(tree.rglob("CLAP_weights_2022.pth"))  # not asked for
+    assert not list(tree.rglob("vocab.txt"))  # the bert tokenizer comes with 2022 only
+
+
+def test_msclap_bert_vocabulary_fits_the_2022_text_tower(tmp_path):
+    from clapnb import msclap
+    vocab = mirror.write_msclap_tokenizer(tmp_path, "bert", mirror.tokenizer_corpus(DATA))
+    path = tmp_path / mirror.mirror_key(msclap.TOKENIZER_URLS["bert"]["vocab.txt"])
+    tokenizer = msclap.build_tokenizer("bert", {"vocab.txt": path})
+    msclap.check_tokenizer_fits(tokenizer, "bert", msclap.BERT_TINY)
+    assert len(tokenizer) == len(vocab) <= msclap.BERT_TINY["vocab_size"] and vocab["[PAD]"] == 0
+    ids = tokenizer("A dog barks in the rain")["input_ids"]
+    assert tokenizer.unk_token_id not in ids and len(ids) < 12
+
+
+def test_load_model_msclap_2023_rehearses_on_the_mirror(mirrored, capsys):
+    import torch
+
+    import clapnb
+    from clapnb import msclap
+    model = clapnb.load_model(MSCLAP, device="cpu")
+    assert isinstance(model, msclap.MsClap) and model.rehearsal and "rehearsal" in model.cache_key
+    assert "REHEARSAL" in capsys.readouterr().out
+    assert len(model.tokenizer) == msclap.GPT2_TINY["vocab_size"]
+    ids = model.tokenizer("a dog barks in the rain")["input_ids"]
+    assert 0 not in ids and len(ids) < 12  # merges were learned
+    rng = np.random.default_rng(0)
+    audio = model.embed_audio([0.1 * rng.standard_normal(3 * 44_100).astype(np.float32),
+                               0.1 * rng.standard_normal(9 * 44_100).astype(np.float32)])
+    text = model.embed_text(["a dog barks", "rain on a roof"])
+    assert audio.shape == (2, 1024) and text.shape == (2, 1024)
+    assert torch.isfinite(audio).all() and torch.isfinite(text).all()
+    torch.testing.assert_close(text.norm(dim=1), torch.ones(2))
+
+
 # ---------------------------------------------------------------------------------
 # The server
 # ---------------------------------------------------------------------------------
@@ -283,3 +338,16 @@ def test_serve_command_prints_its_address_and_stops_on_sigterm(tree):
             os.kill(process.pid, signal.SIGKILL)
             process.wait()
         process.stdout.close()
+
+
+def test_esc50_clips_come_from_different_folds(tmp_path):
+    """Two clips per class: one from fold 1, one from fold 2, so fine-tuning has held-out folds."""
+    import zipfile
+    archive = mirror.write_esc50(tmp_path, DATA, 2)
+    with zipfile.ZipFile(archive) as zf:
+        [meta] = [n for n in zf.namelist() if n.endswith("meta/esc50.csv")]
+        rows = list(csv.DictReader(io.StringIO(zf.read(meta).decode())))
+    folds: dict[str, set] = {}
+    for r in rows:
+        folds.setdefault(r["target"], set()).add(int(r["fold"]))
+    assert len(folds) == 50 and all(f == {1, 2} for f in folds.values())

@@ -41,7 +41,7 @@ def test_numpy_2_is_allowed_and_laion_clap_comes_without_its_pins():
     assert numpy_spec and "<2" not in numpy_spec[0].replace(" ", "")
     assert not [d for d in deps if _name(d) == "laion-clap"]
     makefile = (ROOT / "Makefile").read_text()
-    assert re.search(r"^MODEL_CODE := laion-clap==1\.1\.7$", makefile, flags=re.M)
+    assert re.search(r"^MODEL_CODE := laion-clap==1\.1\.7 msclap==1\.3\.4$", makefile, flags=re.M)
     assert "pip install --quiet --no-deps $(MODEL_CODE)" in makefile
     assert {"jupyterlab", "ipywidgets"} & {_name(d) for d in deps} == set()
 
@@ -53,7 +53,7 @@ def test_colab_cell_installs_a_release_and_the_model_code_without_its_pins(path)
     ref = course["git_ref"]
     assert re.fullmatch(r"v\d+\.\d+\.\d+|[0-9a-f]{40}", ref), "a tag or a commit, not a branch"
     assert f"git+https://github.com/{course['repository']}@{ref}" in setup
-    assert "%pip install -q --no-deps laion-clap==1.1.7" in setup
+    assert "%pip install -q --no-deps laion-clap==1.1.7 msclap==1.3.4" in setup
 
 
 def test_torch_is_not_pinned_in_package_metadata():
@@ -65,9 +65,9 @@ def test_torch_is_not_pinned_in_package_metadata():
 def test_ci_runs_exactly_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "make test" in readme and "make run" in readme
-    ci = [line for line in (ROOT / ".ci/run").read_text().splitlines()
+    ci = [line.strip() for line in (ROOT / ".ci/run").read_text().splitlines()
           if line.strip() and not line.startswith("#")]
-    assert ci[-1].strip() == "make test"
+    assert ci[-2:] == ["make test", "make rehearse"]
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^test: install\n\t.*-m pytest$", makefile, flags=re.M)
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import clapnb
-from clapnb import laion, registry, synth, tiny
+from clapnb import laion, msclap, registry, synth, tiny
 from clapnb.model import ClapModel, StftConfig
 
 
@@ -56,7 +56,8 @@ def test_auto_rule_when_online_is_allowed(monkeypatch, cached, reachable, expect
 
 
 def test_every_laion_checkpoint_is_registered_online_without_ground_truth():
-    assert registry.model_names() == ["auto", "tiny", *laion.CHECKPOINTS]
+    names = registry.model_names()
+    assert names[:2] == ["auto", "tiny"] and set(laion.CHECKPOINTS) <= set(names)
     for name in laion.CHECKPOINTS:
         entry = registry.backend(name)
         assert entry.mode == "online" and entry.family == "LAION-CLAP"
@@ -80,6 +81,14 @@ def test_tiny_comes_with_its_synthetic_world_decoder_and_ground_truth():
     assert len(truth.event_masks(gt, 0, model.stft_config)) == len(gt.events[0])
 
 
+def test_both_ms_clap_checkpoints_are_registered_as_the_papers_models():
+    from clapnb import papers
+    for name in ("msclap/2023", "msclap/2022"):
+        entry = registry.backend(name)
+        assert entry.mode == "online" and entry.family == "MS-CLAP" and entry.ground_truth is None
+    assert papers.PAPER_A_MODEL in registry.model_names()
+
+
 def test_models_built_by_hand_have_no_registry_entry():
     model = laion.random_laion("HTSAT-tiny", seed=0)
     assert registry.shipped_decoder(model) is None
@@ -89,7 +98,7 @@ def test_models_built_by_hand_have_no_registry_entry():
 
 def test_every_backend_hands_over_its_layers():
     """The explainers' needs are part of the interface: every backend implements them."""
-    for cls in (tiny.TinyClap, laion.LaionClap):
+    for cls in (tiny.TinyClap, laion.LaionClap, msclap.MsClap):
         for method in ("encoder_layers", "feature_tap", "mel_filters", "encode_spectrogram"):
             assert getattr(cls, method) is not getattr(ClapModel, method), (cls, method)
     layers = tiny.load_tiny("cpu").encoder_layers()
