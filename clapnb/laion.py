@@ -59,7 +59,6 @@ import http.client
 import importlib.util
 import sys
 import warnings
-import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -74,9 +73,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from clapnb._torchvision_shim import torchvision_stand_in
-from clapnb.cache import cache_dir
 from clapnb.audio import AudioInput, split_clips, prepare_waveforms
-from clapnb.download import DownloadError, Source, download_file, source
+from clapnb.checkpoints import CheckpointError, TokenizerError  # shared with msclap; re-exported
+from clapnb.checkpoints import (CheckpointFile, check_fits, check_real, fetch_tokenizer, find_checkpoint,
+                                load_strict, lookup_file, read_state, reading_tokenizer_files,
+                                require_tokenizer, tokenizer_folder)
+from clapnb.download import DownloadError, Source
 from clapnb.model import AudioEncoding, ClapModel, StftConfig, check_feature_index
 from clapnb.settings import default_device, offline
 
@@ -171,14 +173,6 @@ TOKENIZER_PROBE = ("Hello world", [0, 31414, 232, 2])
 _USER_AGENT = "clapnb/0.1 (Python urllib)"
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint file cannot be read or does not fit the model; the message says why."""
-
-
-class TokenizerError(RuntimeError):
-    """The roberta-base tokenizer is missing or is a stand-in; the message says how to fix it."""
-
-
 # ---------------------------------------------------------------------------------
 # The package's model code, imported without laion_clap/__init__.py
 # ---------------------------------------------------------------------------------
@@ -260,34 +254,32 @@ def build_clap(amodel: str = "HTSAT-tiny", fusion: bool = False,
 # Checkpoints
 # ---------------------------------------------------------------------------------
 def _checkpoint(name: str) -> Checkpoint:
-    if name not in CHECKPOINTS:
-        raise ValueError(f"unknown LAION-CLAP checkpoint {name!r}; valid names: "
-                         f"{', '.join(CHECKPOINTS)}")
-    return CHECKPOINTS[name]
+    return find_checkpoint(CHECKPOINTS, name, "LAION-CLAP")
+
+
+def checkpoint_file(name: str) -> CheckpointFile:
+    """Checkpoint ``name`` of :data:`CHECKPOINTS` as a file to cache and download
+    (:class:`~clapnb.checkpoints.CheckpointFile`)."""
+    return lookup_file(CHECKPOINTS, name, "LAION-CLAP")
 
 
 def checkpoint_path(name: str) -> Path:
     """Where checkpoint ``name`` is (or will be) cached."""
-    return cache_dir("checkpoints") / _checkpoint(name).file
+    return checkpoint_file(name).path()
 
 
 def checkpoint_source(name: str) -> Source:
     """Where checkpoint ``name`` comes from and what it must be (:func:`clapnb.download.source`):
     Hugging Face with the sizes and digests of :data:`CHECKPOINTS`, or, with
     ``CLAPNB_MIRROR`` set (the rehearsal), the mirror with those of its manifest."""
-    spec = _checkpoint(name)
-    return source(spec.url, sha256=spec.sha256, size=spec.size)
+    return checkpoint_file(name).source()
 
 
 def checkpoint_cached(name: str) -> bool:
     """True when checkpoint ``name`` is in the cache with the right size (where known;
     under a mirror, the size its manifest gives: a :class:`~clapnb.download.DownloadError`
     when that manifest cannot be read)."""
-    path = checkpoint_path(name)
-    if not path.is_file():
-        return False
-    size = checkpoint_source(name).size
-    return size is None or path.stat().st_size == size
+    return checkpoint_file(name).cached()
 
 
 def checkpoint_reachable(name: str, timeout: float = 3.0) -> bool:
@@ -308,10 +300,7 @@ def checkpoint_reachable(name: str, timeout: float = 3.0) -> bool:
 
 def fetch_checkpoint(name: str) -> Path:
     """The cached checkpoint file, downloaded (and verified) first if needed."""
-    spec, path = _checkpoint(name), checkpoint_path(name)
-    if not checkpoint_cached(name):
-        download_file(spec.url, path, sha256=spec.sha256, size=spec.size, desc=spec.file)
-    return path
+    return checkpoint_file(name).fetch()
 
 
 def _numpy_scalar_types() -> list:
@@ -331,49 +320,24 @@ def _numpy_scalar_types() -> list:
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """The model weights in a LAION-CLAP checkpoint file, keyed as the model expects.
 
-    Reads with ``torch.load(weights_only=True)``: tensors and plain containers,
-    plus numpy scalars (the files hold a few, e.g. training metrics); anything
-    else is refused. Takes ``state_dict`` when the file holds a training
+    Reads with ``torch.load(weights_only=True)`` (:func:`~clapnb.checkpoints.read_state`):
+    tensors and plain containers, plus numpy scalars (the files hold a few, e.g. training
+    metrics); anything else is refused. Takes ``state_dict`` when the file holds a training
     checkpoint, strips the ``module.`` prefix of distributed training and drops
     ``text_branch.embeddings.position_ids`` (a buffer that newer transformers no
     longer saves).
     """
-    path = Path(path)
-    try:
-        with torch.serialization.safe_globals(_numpy_scalar_types()):
-            content = torch.load(path, map_location="cpu", weights_only=True,
-                                 mmap=zipfile.is_zipfile(path))  # mmap: the optimiser state stays on disk
-    except Exception as e:
-        try:
-            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        except Exception:
-            unsafe = []
-        why = (f"it holds Python objects other than weights ({', '.join(unsafe)}), which clapnb "
-               "does not unpickle; is it a LAION-CLAP checkpoint?" if unsafe else
-               f"it is unreadable ({e}); delete it and call again to download it afresh")
-        raise CheckpointError(f"cannot load {path}: {why}") from e
-    state = content.get("state_dict", content) if isinstance(content, dict) else content
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path} holds no state dict of tensors; is it a LAION-CLAP checkpoint?")
+    state = read_state(path, "state_dict", "a LAION-CLAP checkpoint", _numpy_scalar_types())
     state = {k.removeprefix("module."): v for k, v in state.items()}
     state.pop("text_branch.embeddings.position_ids", None)
     return state
 
 
 def load_weights(module: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """``module.load_state_dict(state)``, strictly, with a readable error for any mismatch."""
-    expected = module.state_dict()
-    missing = sorted(expected.keys() - state.keys())
-    unexpected = sorted(state.keys() - expected.keys())
-    reshaped = sorted(f"{k} {tuple(state[k].shape)} (model: {tuple(expected[k].shape)})"
-                      for k in expected.keys() & state.keys() if state[k].shape != expected[k].shape)
-    problems = [f"{len(keys)} {what}: {', '.join(keys[:6])}{', ...' if len(keys) > 6 else ''}"
-                for what, keys in (("missing", missing), ("unexpected", unexpected),
-                                   ("with another shape", reshaped)) if keys]
-    if problems:
-        raise CheckpointError(f"{source} does not fit the model ({'; '.join(problems)}). Is it a "
-                              "checkpoint of this architecture (HTSAT-tiny/base, fusion or not)?")
-    module.load_state_dict(state, strict=True)
+    """``module.load_state_dict(state)``, strictly, with a readable error for any mismatch
+    (:func:`~clapnb.checkpoints.load_strict`)."""
+    load_strict(module, state, source, hint="Is it a checkpoint of this architecture "
+                "(HTSAT-tiny/base, fusion or not)?")
 
 
 _TEXT = "text_branch."
@@ -424,38 +388,22 @@ def roberta_config(state: dict[str, torch.Tensor]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------
 def tokenizer_dir() -> Path:
     """Where the tokenizer files (:data:`TOKENIZER_URLS`) are cached."""
-    return cache_dir("tokenizers", TOKENIZER_NAME)
+    return tokenizer_folder(TOKENIZER_NAME)
 
 
 def check_roberta_tokenizer(tokenizer: Callable, where: str | Path | None = None) -> None:
     """Refuse anything but the real roberta-base tokenizer (vocabulary size and the
     ids of :data:`TOKENIZER_PROBE`): a stand-in would give every text the same
     embedding. ``where``: the folder its files came from (named in the message)."""
-    text, expected = TOKENIZER_PROBE
-    size, ids = len(tokenizer), list(tokenizer(text)["input_ids"])
-    if size != ROBERTA_BASE["vocab_size"] or ids != expected:
-        origin = f"built from the files in {where}" if where else "given"
-        raise TokenizerError(
-            f"the tokenizer {origin} is not the real {TOKENIZER_NAME} one: its vocabulary has "
-            f"{size:,} tokens (expected {ROBERTA_BASE['vocab_size']:,}) and it turns {text!r} "
-            f"into {ids} (expected {expected}); every text would get a meaningless embedding. "
-            "Fix: delete that folder and load again with network access to download the real "
-            f"files ({', '.join(TOKENIZER_URLS.values())}), or use the offline model: "
-            "load_model('tiny').")
+    check_real(tokenizer, TOKENIZER_NAME, ROBERTA_BASE["vocab_size"], TOKENIZER_PROBE,
+               TOKENIZER_URLS, where)
 
 
 def check_tokenizer_fits(tokenizer: Callable, config: dict[str, Any]) -> None:
     """Refuse a tokenizer whose ids do not fit a text tower of RoBERTa configuration
     ``config`` (:func:`roberta_config`): more tokens than rows in its embedding table,
     or another padding id (RoBERTa numbers positions from it)."""
-    size, rows = len(tokenizer), config["vocab_size"]
-    pad = getattr(tokenizer, "pad_token_id", config["pad_token_id"])
-    if size > rows or pad != config["pad_token_id"]:
-        raise TokenizerError(
-            f"the tokenizer does not fit the checkpoint's text tower: it has {size:,} tokens "
-            f"(the embedding table has {rows:,} rows) and padding id {pad} (expected "
-            f"{config['pad_token_id']}). Delete {tokenizer_dir()} and the checkpoint, and load "
-            "again (under CLAPNB_MIRROR: rebuild the mirror).")
+    check_fits(tokenizer, config["vocab_size"], config["pad_token_id"], tokenizer_dir())
 
 
 def load_roberta_tokenizer():
@@ -471,36 +419,21 @@ def load_roberta_tokenizer():
     more. Under ``CLAPNB_MIRROR`` (the rehearsal) the mirror serves a small
     roberta-style tokenizer, verified by its manifest: the real-vocabulary probe is
     skipped (:func:`load_laion` checks that it fits the checkpoint instead).
-    Raises :class:`TokenizerError`.
+    Raises :class:`TokenizerError` (:func:`~clapnb.checkpoints.fetch_tokenizer`).
     """
-    mirrored = source(TOKENIZER_URLS["vocab.json"]).mirrored
     folder = tokenizer_dir()
-    for attempt in range(2):
-        cached = all((folder / name).is_file() for name in TOKENIZER_URLS)
-        paths = {name: download_file(url, folder / name, desc=f"{TOKENIZER_NAME} {name}")
-                 for name, url in TOKENIZER_URLS.items()}
-        try:
-            tokenizer = _build_tokenizer(paths["vocab.json"], paths["merges.txt"], folder)
-            if not mirrored:
-                check_roberta_tokenizer(tokenizer, folder)
-            return tokenizer
-        except TokenizerError:
-            if attempt or not cached or offline():
-                raise
-            for path in paths.values():  # stale files in the cache: fetch them afresh
-                path.unlink(missing_ok=True)
-    raise AssertionError("unreachable")
+    return fetch_tokenizer(
+        TOKENIZER_URLS, folder, TOKENIZER_NAME,
+        lambda files: _build_tokenizer(files["vocab.json"], files["merges.txt"], folder),
+        check_roberta_tokenizer)
 
 
 def _build_tokenizer(vocab: Path, merges: Path, folder: Path):
     """``RobertaTokenizer(vocab_file, merges_file)`` (positional: transformers 4 names
     them ``vocab_file, merges_file``, transformers 5 ``vocab, merges``)."""
     from transformers import RobertaTokenizer
-    try:
+    with reading_tokenizer_files(folder):
         return RobertaTokenizer(str(vocab), str(merges))
-    except Exception as e:  # json, unicode or the tokenizers library's own errors
-        raise TokenizerError(f"the tokenizer files in {folder} are unreadable ({e}); delete "
-                             "them and load again to download them afresh") from e
 
 
 # ---------------------------------------------------------------------------------
@@ -790,10 +723,8 @@ class LaionClap(ClapModel):
             handle.remove()
 
     def _encode_text(self, texts: list[str]) -> torch.Tensor:
-        if self.tokenizer is None:
-            raise RuntimeError(f"{self.name} has no tokenizer loaded (a model built without a "
-                               "checkpoint), so it cannot embed text; load one with "
-                               "load_model('laion/...') or clapnb.laion.load_laion()")
+        require_tokenizer(self.tokenizer, self.name,
+                          "load_model('laion/...') or clapnb.laion.load_laion()")
         tokens = self.tokenizer(texts, padding="max_length", truncation=True,
                                 max_length=TEXT_LENGTH, return_tensors="pt")
         return self.clap.get_text_embedding({k: tokens[k] for k in ("input_ids", "attention_mask")})
@@ -817,19 +748,17 @@ def load_laion(name: str = DEFAULT_CHECKPOINT, device: str | torch.device | None
     mirror's, under a mirror), ``rehearsal`` under a mirror, and
     :func:`preprocessing`. ``device=None`` means CUDA when available, else CPU.
     """
-    spec = _checkpoint(name)
-    src = checkpoint_source(name)
+    spec, file = _checkpoint(name), checkpoint_file(name)
+    src = file.source()
     tokenizer = load_roberta_tokenizer()
-    path = fetch_checkpoint(name)
+    path = file.fetch()
     state = read_checkpoint(path)
     roberta = roberta_config(state)
     check_tokenizer_fits(tokenizer, roberta)
     module = build_clap(spec.amodel, spec.fusion, roberta=roberta)
     load_weights(module, state, source=str(path))
     del state
-    cache_key = "|".join([name, spec.file, f"{path.stat().st_size}B",
-                          src.sha256 or "sha256-unknown", *(["rehearsal"] if src.mirrored else []),
-                          preprocessing(spec.fusion)])
+    cache_key = file.cache_key(src, preprocessing(spec.fusion))
     model = LaionClap(module, tokenizer, name=name, cache_key=cache_key, rehearsal=src.mirrored)
     return model.to(default_device(device))
 

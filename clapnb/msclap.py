@@ -69,10 +69,10 @@ import re
 import sys
 import types
 import warnings
-import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -83,10 +83,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from clapnb.audio import AudioInput, prepare_waveforms, split_clips
-from clapnb.cache import cache_dir
-from clapnb.download import Source, download_file, source
+from clapnb.checkpoints import CheckpointError, TokenizerError  # shared with laion; re-exported
+from clapnb.checkpoints import (CheckpointFile, check_fits, check_real, fetch_tokenizer, find_checkpoint,
+                                load_strict, lookup_file, read_state, reading_tokenizer_files,
+                                require_tokenizer, tokenizer_folder)
+from clapnb.download import Source
 from clapnb.model import AudioEncoding, ClapModel, StftConfig, check_feature_index
-from clapnb.settings import default_device, offline
+from clapnb.settings import default_device
 
 #: where the checkpoints live (Microsoft's Hugging Face repository)
 BASE_URL = "https://huggingface.co/microsoft/msclap/resolve/main/"
@@ -201,14 +204,6 @@ TOKENIZER_URLS: dict[str, dict[str, str]] = {k: dict(t.urls) for k, t in TEXT_MO
 END_TOKEN, GPT2_PAD = "<|endoftext|>", "!"
 #: what MsClap does to audio before a model; part of its cache keys
 PREPROCESSING = "44.1kHz-mono-{seconds}s-crop-start-repeat-cut-stft1024-hop320-mel64-v1"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file cannot be read or does not fit the model; the message says why."""
-
-
-class TokenizerError(RuntimeError):
-    """A tokenizer is missing or is a stand-in; the message says how to fix it."""
 
 
 # ---------------------------------------------------------------------------------
@@ -327,40 +322,36 @@ def build_clap(version: str = "2023", text: dict[str, Any] | None = None) -> nn.
 # Checkpoints
 # ---------------------------------------------------------------------------------
 def _checkpoint(name: str) -> Checkpoint:
-    if name not in CHECKPOINTS:
-        raise ValueError(f"unknown msclap checkpoint {name!r}; valid names: {', '.join(CHECKPOINTS)}")
-    return CHECKPOINTS[name]
+    return find_checkpoint(CHECKPOINTS, name, "msclap")
+
+
+def checkpoint_file(name: str) -> CheckpointFile:
+    """Checkpoint ``name`` of :data:`CHECKPOINTS` as a file to cache and download
+    (:class:`~clapnb.checkpoints.CheckpointFile`)."""
+    return lookup_file(CHECKPOINTS, name, "msclap")
 
 
 def checkpoint_path(name: str) -> Path:
     """Where checkpoint ``name`` is (or will be) cached."""
-    return cache_dir("checkpoints") / _checkpoint(name).file
+    return checkpoint_file(name).path()
 
 
 def checkpoint_source(name: str) -> Source:
     """Where checkpoint ``name`` comes from and what it must be (:func:`clapnb.download.source`):
     Hugging Face with the size and digest of :data:`CHECKPOINTS`, or, with ``CLAPNB_MIRROR``
     set (the rehearsal), the mirror with those of its manifest."""
-    spec = _checkpoint(name)
-    return source(spec.url, sha256=spec.sha256, size=spec.size)
+    return checkpoint_file(name).source()
 
 
 def checkpoint_cached(name: str) -> bool:
     """True when checkpoint ``name`` is in the cache with the right size (where known)."""
-    path = checkpoint_path(name)
-    if not path.is_file():
-        return False
-    size = checkpoint_source(name).size
-    return size is None or path.stat().st_size == size
+    return checkpoint_file(name).cached()
 
 
 def fetch_checkpoint(name: str) -> Path:
     """The cached checkpoint file, downloaded (and verified where a digest is known) first
     if needed."""
-    spec, path = _checkpoint(name), checkpoint_path(name)
-    if not checkpoint_cached(name):
-        download_file(spec.url, path, sha256=spec.sha256, size=spec.size, desc=spec.file)
-    return path
+    return checkpoint_file(name).fetch()
 
 
 #: globals the published files need beyond what ``weights_only=True`` allows anyway: none
@@ -373,30 +364,11 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """The model weights in an msclap checkpoint file (``{"model": state_dict, ...}``, as
     ``CLAPWrapper.load_clap`` reads it; a bare state dict is accepted too).
 
-    Reads with ``torch.load(weights_only=True)``: tensors and plain containers (the 2022
-    file also holds an optimiser state, left on disk by memory-mapping); anything else
-    is refused.
+    Reads with ``torch.load(weights_only=True)`` (:func:`~clapnb.checkpoints.read_state`):
+    tensors and plain containers (the 2022 file also holds an optimiser state, left on disk
+    by memory-mapping); anything else is refused.
     """
-    path = Path(path)
-    try:
-        with torch.serialization.safe_globals(ALLOWED_GLOBALS):
-            content = torch.load(path, map_location="cpu", weights_only=True,
-                                 mmap=zipfile.is_zipfile(path))
-    except Exception as e:
-        try:
-            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        except Exception:
-            unsafe = []
-        why = (f"it holds Python objects other than weights ({', '.join(unsafe)}), which clapnb "
-               "does not unpickle; is it an msclap checkpoint?" if unsafe else
-               f"it is unreadable ({e}); delete it and call again to download it afresh")
-        raise CheckpointError(f"cannot load {path}: {why}") from e
-    state = content.get("model", content) if isinstance(content, dict) else content
-    if not isinstance(state, dict) or not state or \
-            not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path} holds no state dict of tensors under 'model'; is it an "
-                              "msclap checkpoint?")
-    return dict(state)
+    return read_state(path, "model", "an msclap checkpoint", ALLOWED_GLOBALS)
 
 
 #: keys older transformers saved that today's text towers do not have (dropped)
@@ -417,22 +389,12 @@ def load_weights(module: nn.Module, state: dict[str, torch.Tensor], source: str 
     ``position_ids``) are dropped, and missing buffers the model computes itself at
     construction (``num_batches_tracked``, HTS-AT's ``relative_position_index`` and
     ``attn_mask``) keep their computed values, as with the package. Any other missing or
-    unexpected key, or another shape, is a :class:`CheckpointError`.
+    unexpected key, or another shape, is a :class:`CheckpointError`
+    (:func:`~clapnb.checkpoints.load_strict`).
     """
-    expected = module.state_dict()
-    state = {k: v for k, v in state.items() if not (k not in expected and _OBSOLETE.fullmatch(k))}
-    missing = sorted(k for k in expected.keys() - state.keys() if not _COMPUTED.fullmatch(k))
-    unexpected = sorted(state.keys() - expected.keys())
-    reshaped = sorted(f"{k} {tuple(state[k].shape)} (model: {tuple(expected[k].shape)})"
-                      for k in expected.keys() & state.keys() if state[k].shape != expected[k].shape)
-    problems = [f"{len(keys)} {what}: {', '.join(keys[:6])}{', ...' if len(keys) > 6 else ''}"
-                for what, keys in (("missing", missing), ("unexpected", unexpected),
-                                   ("with another shape", reshaped)) if keys]
-    if problems:
-        raise CheckpointError(f"{source} does not fit the model ({'; '.join(problems)}). Is it an "
-                              "msclap checkpoint of this version (2023: HTS-AT + GPT-2, "
-                              "2022: CNN14 + BERT)?")
-    module.load_state_dict({**expected, **state}, strict=True)
+    load_strict(module, state, source, hint="Is it an msclap checkpoint of this version "
+                "(2023: HTS-AT + GPT-2, 2022: CNN14 + BERT)?",
+                may_be_missing=_COMPUTED.fullmatch, may_be_extra=_OBSOLETE.fullmatch)
 
 
 _TEXT = "caption_encoder.base."
@@ -486,7 +448,7 @@ def text_config(text_model: str, state: dict[str, torch.Tensor]) -> dict[str, An
 # ---------------------------------------------------------------------------------
 def tokenizer_dir(text_model: str) -> Path:
     """Where the tokenizer files of ``text_model`` (``"gpt2"``, ``"bert"``) are cached."""
-    return cache_dir("tokenizers", TEXT_MODELS[text_model].name)
+    return tokenizer_folder(TEXT_MODELS[text_model].name)
 
 
 def build_tokenizer(text_model: str, files: dict[str, Path]):
@@ -495,16 +457,12 @@ def build_tokenizer(text_model: str, files: dict[str, Path]):
     ``merges``, and a wrong keyword silently builds an empty stand-in). GPT-2 gets ``"!"``
     as its padding token, as ``CLAPWrapper.load_clap`` gives it."""
     from transformers import BertTokenizerFast, GPT2TokenizerFast
-    folder = next(iter(files.values())).parent
-    try:
+    with reading_tokenizer_files(next(iter(files.values())).parent):
         if text_model == "gpt2":
             tokenizer = GPT2TokenizerFast(str(files["vocab.json"]), str(files["merges.txt"]))
             tokenizer.add_special_tokens({"pad_token": GPT2_PAD})
         else:
             tokenizer = BertTokenizerFast(str(files["vocab.txt"]))
-    except Exception as e:  # json, unicode or the tokenizers library's own errors
-        raise TokenizerError(f"the tokenizer files in {folder} are unreadable ({e}); delete "
-                             "them and load again to download them afresh") from e
     return tokenizer
 
 
@@ -512,36 +470,16 @@ def check_tokenizer(text_model: str, tokenizer: Callable, where: str | Path | No
     """Refuse anything but the real tokenizer of ``text_model`` (vocabulary size and the
     ids of its probe text): a stand-in would give every text a meaningless embedding."""
     tower = TEXT_MODELS[text_model]
-    text, expected = tower.probe
-    size, ids = len(tokenizer), list(tokenizer(text)["input_ids"])
-    if size != tower.vocab_size or ids != expected:
-        origin = f"built from the files in {where}" if where else "given"
-        raise TokenizerError(
-            f"the tokenizer {origin} is not the real {tower.name} one: its vocabulary has "
-            f"{size:,} tokens (expected {tower.vocab_size:,}) and it turns {text!r} into {ids} "
-            f"(expected {expected}); every text would get a meaningless embedding. Fix: delete "
-            "that folder and load again with network access to download the real files "
-            f"({', '.join(tower.urls.values())}), or use the offline model: load_model('tiny').")
+    check_real(tokenizer, tower.name, tower.vocab_size, tower.probe, tower.urls, where)
 
 
 def check_tokenizer_fits(tokenizer: Callable, text_model: str, config: dict[str, Any]) -> None:
     """Refuse a tokenizer whose ids do not fit a text tower of configuration ``config``:
     more tokens than rows in its embedding table, another padding id (GPT-2: the package
     counts the non-zero ids, so padding must be id 0), or no GPT-2 end token."""
-    size, rows = len(tokenizer), config["vocab_size"]
-    pad = getattr(tokenizer, "pad_token_id", None)
-    problems = []
-    if size > rows:
-        problems.append(f"it has {size:,} tokens, the embedding table {rows:,} rows")
-    if pad != 0:
-        problems.append(f"its padding id is {pad}, not 0")
-    if text_model == "gpt2" and END_TOKEN not in tokenizer.get_vocab():
-        problems.append(f"it has no {END_TOKEN} token")
-    if problems:
-        raise TokenizerError(
-            f"the tokenizer does not fit the checkpoint's text tower: {'; '.join(problems)}. "
-            f"Delete {tokenizer_dir(text_model)} and the checkpoint, and load again (under "
-            "CLAPNB_MIRROR: rebuild the mirror).")
+    no_end = text_model == "gpt2" and END_TOKEN not in tokenizer.get_vocab()
+    check_fits(tokenizer, config["vocab_size"], 0, tokenizer_dir(text_model),
+               [f"it has no {END_TOKEN} token"] if no_end else [])
 
 
 def load_tokenizer(text_model: str):
@@ -556,25 +494,11 @@ def load_tokenizer(text_model: str):
     rehearsal's) are deleted and downloaded once more. Under ``CLAPNB_MIRROR`` the mirror
     serves a small tokenizer of the same kind, verified by its manifest: the probe is
     skipped (:func:`load_msclap` checks that it fits the checkpoint instead).
+    Raises :class:`TokenizerError` (:func:`~clapnb.checkpoints.fetch_tokenizer`).
     """
     tower = TEXT_MODELS[text_model]
-    mirrored = source(next(iter(tower.urls.values()))).mirrored
-    folder = tokenizer_dir(text_model)
-    for attempt in range(2):
-        cached = all((folder / name).is_file() for name in tower.urls)
-        files = {name: download_file(url, folder / name, desc=f"{tower.name} {name}")
-                 for name, url in tower.urls.items()}
-        try:
-            tokenizer = build_tokenizer(text_model, files)
-            if not mirrored:
-                check_tokenizer(text_model, tokenizer, folder)
-            return tokenizer
-        except TokenizerError:
-            if attempt or not cached or offline():
-                raise
-            for path in files.values():  # stale files in the cache: fetch them afresh
-                path.unlink(missing_ok=True)
-    raise AssertionError("unreachable")
+    return fetch_tokenizer(tower.urls, tokenizer_dir(text_model), tower.name,
+                           partial(build_tokenizer, text_model), partial(check_tokenizer, text_model))
 
 
 # ---------------------------------------------------------------------------------
@@ -823,10 +747,8 @@ class MsClap(ClapModel):
 
     # -- text: the package's get_text_embeddings -----------------------------------------
     def _encode_text(self, texts: list[str]) -> torch.Tensor:
-        if self.tokenizer is None:
-            raise RuntimeError(f"{self.name} has no tokenizer loaded (a model built without a "
-                               "checkpoint), so it cannot embed text; load one with "
-                               "load_model('msclap/...') or clapnb.msclap.load_msclap()")
+        require_tokenizer(self.tokenizer, self.name,
+                          "load_model('msclap/...') or clapnb.msclap.load_msclap()")
         if self.text_model == "gpt2":
             texts = [t + " " + END_TOKEN for t in texts]
         lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=True)["input_ids"]]
@@ -852,20 +774,18 @@ def load_msclap(name: str = DEFAULT_CHECKPOINT, device: str | torch.device | Non
     under a mirror), ``rehearsal`` under a mirror, and :func:`preprocessing`.
     ``device=None`` means CUDA when available, else CPU.
     """
-    spec = _checkpoint(name)
+    spec, file = _checkpoint(name), checkpoint_file(name)
     package_config(spec.version)  # msclap (and pyyaml) missing: an ImportError before any download
-    src = checkpoint_source(name)
+    src = file.source()
     tokenizer = load_tokenizer(spec.text_model)
-    path = fetch_checkpoint(name)
+    path = file.fetch()
     state = read_checkpoint(path)
     config = text_config(spec.text_model, state)
     check_tokenizer_fits(tokenizer, spec.text_model, config)
     module = build_clap(spec.version, text=config)
     load_weights(module, state, source=str(path))
     del state
-    cache_key = "|".join([name, spec.file, f"{path.stat().st_size}B",
-                          src.sha256 or "sha256-unknown", *(["rehearsal"] if src.mirrored else []),
-                          preprocessing(spec.version)])
+    cache_key = file.cache_key(src, preprocessing(spec.version))
     model = MsClap(module, tokenizer, version=spec.version, name=name, cache_key=cache_key,
                    rehearsal=src.mirrored)
     return model.to(default_device(device))

@@ -11,7 +11,6 @@ import hashlib
 import io
 import socket
 import sys
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 import clapnb
-from clapnb import msclap, registry
+from clapnb import checkpoints, msclap, registry
 from clapnb.download import DownloadError, UnverifiedDownload
 
 RATE = msclap.SAMPLE_RATE
@@ -536,30 +535,17 @@ def test_read_checkpoint_handles_the_published_format(tmp_path):
     assert msclap.read_checkpoint(tmp_path / "bare.pth").keys() == state.keys()
 
 
-def test_read_checkpoint_refuses_other_python_objects(tmp_path):
-    torch.save({"model": {"w": torch.ones(1)}, "args": threading.Event}, tmp_path / "evil.pth")
-    with pytest.raises(msclap.CheckpointError, match="threading.Event"):
-        msclap.read_checkpoint(tmp_path / "evil.pth")
-    (tmp_path / "cut.pth").write_bytes(b"PK\x03\x04 not a whole file")
-    with pytest.raises(msclap.CheckpointError, match="unreadable.*delete it"):
-        msclap.read_checkpoint(tmp_path / "cut.pth")
-    torch.save({"model": {"w": [1, 2]}}, tmp_path / "odd.pth")
-    with pytest.raises(msclap.CheckpointError, match="no state dict"):
-        msclap.read_checkpoint(tmp_path / "odd.pth")
-
-
-def test_load_weights_is_strict_and_says_what_does_not_fit(models):
+def test_load_weights_is_strict_but_for_what_the_package_lets_pass(models):
+    """Strict loading itself: tests/test_checkpoints.py; here, the message names the
+    versions, and what the package's strict=False lets pass passes."""
     model = models["msclap/2023"]
     module = model.clap
     state = dict(module.state_dict())
     msclap.load_weights(module, state)  # its own weights fit
     key = "audio_encoder.projection.linear1.weight"
-    cases = {"1 missing: " + key: {k: v for k, v in state.items() if k != key},
-             "1 unexpected: extra.weight": state | {"extra.weight": torch.ones(1)},
-             "1 with another shape: " + key: state | {key: torch.ones(3, 3)}}
-    for message, broken in cases.items():
-        with pytest.raises(msclap.CheckpointError, match=message):
-            msclap.load_weights(module, broken)
+    with pytest.raises(msclap.CheckpointError, match=rf"ckpt does not fit the model \(1 missing: {key}\)\. "
+                                                     r"Is it an msclap checkpoint of this version \(2023"):
+        msclap.load_weights(module, {k: v for k, v in state.items() if k != key}, source="ckpt")
     # what the package's strict=False lets pass, and clapnb too: keys of older transformers,
     # and buffers the model computes itself (the 2023 file holds no int64 tensor)
     computed = [k for k in state if k.endswith(("num_batches_tracked", "relative_position_index"))]
@@ -636,7 +622,7 @@ def test_without_the_package_load_says_how_to_install_it_before_any_download(cac
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *args: None if name == "msclap" else find_spec(name, *args))
-    monkeypatch.setattr(msclap, "download_file", lambda *a, **k: pytest.fail("a download started"))
+    monkeypatch.setattr(checkpoints, "download_file", lambda *a, **k: pytest.fail("a download started"))
     with pytest.raises(ImportError, match="pip install --no-deps msclap==1.3.4"):
         msclap.load_msclap("msclap/2023", device="cpu")
 
