@@ -49,7 +49,7 @@ RUNNER = ["nbclient>=0.10", "ipykernel>=6", "nbformat>=5", "ipywidgets==7.7.1"]
 #: fast settings per notebook: the rehearsal checks that every line runs, not the numbers
 #: (random weights); each is a real configuration value a user could set.
 FAST: dict[str, dict[str, object]] = {
-    "00": {"N_CLIPS": 2, "DECODER_STEPS": 2},
+    "00": {"N_CLIPS": 2, "DECODER_STEPS": 1},
     "01": {"MAX_PER_CLASS": 1},
     "02": {"CLUSTERED_SIZE": 50, "N_NEAREST": 4},
     "03": {"N_PER_CLASS": 1, "LAMS": [1.0, 0.25, 0.05], "N_SOLVER": 3},
@@ -57,10 +57,10 @@ FAST: dict[str, dict[str, object]] = {
            "VOCABULARIES": ["baseline", "pruned", "clustered"], "SIZE": 300},
     "05": {"N_PER_CLASS": 2, "EPOCHS": 2},
     "06": {"TRAIN_STEPS": 2, "ONLINE_STEPS": 2, "ABLATION_STEPS": 1, "BATCH_SIZE": 2},
-    "07": {"N_SCENES": 4, "DECODER_STEPS": 2},
-    "08": {"DECODER_STEPS": 2, "N_CLIPS": 3, "SANITY_CLIPS": 1, "IG_STEPS": 2,
-           "SMOOTH_SAMPLES": 2},
-    "09": {"DECODER_STEPS": 2, "N_SCENES": 6, "N_CONCEPTS": 3, "VOCAB_SIZE": 300},
+    "07": {"N_SCENES": 4, "DECODER_STEPS": 1},
+    "08": {"DECODER_STEPS": 1, "N_CLIPS": 3, "SANITY_CLIPS": 1, "IG_STEPS": 2,
+           "SMOOTH_SAMPLES": 2, "TIMING_IG_STEPS": 2, "TIMING_SMOOTH_SAMPLES": 2},
+    "09": {"DECODER_STEPS": 1, "N_SCENES": 6, "N_CONCEPTS": 3, "VOCAB_SIZE": 300},
 }
 
 
