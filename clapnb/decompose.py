@@ -30,10 +30,10 @@ back: ``normalize(|z - mu| * normalize(W @ C) + mu)``. Restoring the length
   fitted sample by sample, as the paper did (slow: a Python loop).
 * ``"fista"``: batched, in torch, on CPU or GPU. A working-set method: each
   round keeps, per sample, the concepts that are in the support or violate the
-  optimality conditions most, solves that small problem for the whole batch
-  with accelerated projected gradient (FISTA with adaptive restart, finished
-  by an exact solve on the support), and checks the result against the full
-  vocabulary with the duality gap. Both solvers stop when the duality gap is
+  optimality conditions most, solves that small problem exactly for the whole
+  batch (block principal pivoting: a few batched Cholesky solves; FISTA with
+  adaptive restart where pivoting stalls), and checks the result against the
+  full vocabulary with the duality gap. Both solvers stop when the duality gap is
   below ``tol * |z|^2`` (sklearn gets its own ``tol = tol / 2``, because its
   objective is half of ours).
 
@@ -68,6 +68,10 @@ Array = np.ndarray | torch.Tensor
 DEFAULT_LAM = 0.25
 #: smallest lam solved: near lam = 0 float32 rounding spoils the duality-gap certificate
 MIN_LAM = 1e-3
+#: pivoting steps per working-set round before FISTA takes over (real problems need < 20)
+_PIVOT_STEPS = 40
+#: concepts a pivoting step may add to a passive set, once additions overshoot
+_MAX_ADD = 8
 #: the solvers :func:`decompose` accepts
 SOLVERS = ("fista", "sklearn")
 
@@ -482,8 +486,6 @@ class ConceptSpace:
         return self.decomposer()(audio_emb, **options)
 
 
-
-
 # ---------------------------------------------------------------------------------
 # Solvers: both minimise ||C^T w - z||^2 + lam ||w||_1 over w >= 0, row by row
 # ---------------------------------------------------------------------------------
@@ -545,7 +547,8 @@ def lasso_fista(C: torch.Tensor, Z: torch.Tensor, lam: torch.Tensor,
             least ``MIN_LAM``).
         gram: ``C @ C.T`` if already computed.
         tol: stop a sample once its duality gap is ``<= tol * |z|^2``.
-        max_iter: FISTA iterations per round (a safeguard).
+        max_iter: pivoting steps (at most 40) and FISTA iterations per round (a
+            safeguard).
         max_rounds: working-set rounds (a safeguard; a warning names the samples
             that did not reach ``tol``).
         working_set: concepts per sample in the first round; later rounds keep
@@ -558,14 +561,19 @@ def lasso_fista(C: torch.Tensor, Z: torch.Tensor, lam: torch.Tensor,
 
     Why working sets: a dense first-order step (or an ADMM step, as in the
     SpLiCE code) costs two ``N x V x D`` products, and hundreds are needed; a
-    round here costs about one, and the iterations in between only touch
-    ``K x K`` blocks of the Gram matrix (K ~ 40-80 << V). Every 50 iterations
-    the exact minimiser on the current support (one small Cholesky solve) is
-    tried, which finishes ill-conditioned problems (near-duplicate concepts)
-    that FISTA alone would crawl through. The optimality check (duality gap
-    over the full vocabulary) decides convergence, so the working set is only
-    a speed-up, never an approximation.
+    round here costs about one, and the work in between only touches ``K x K``
+    blocks of the Gram matrix (K ~ 1.5 x the support << V). The small problems
+    are solved exactly by block principal pivoting (:func:`_pivot`): each step
+    is one batched Cholesky solve on the concepts currently kept, and a handful
+    of steps finish even the ill-conditioned problems of near-duplicate concepts
+    (CLAP word embeddings) that first-order methods, and coordinate descent,
+    crawl through. Each round's small problem is written around the weights the
+    check measured, in float64, so float32 rounding cannot stall the gap. The
+    optimality check (duality gap over the full vocabulary) decides convergence,
+    so the working set is only a speed-up, never an approximation.
     """
+    if working_set < 1:
+        raise ValueError(f"working_set must be at least 1, got {working_set}")
     gram = C @ C.T if gram is None else gram
     lam = lam.clamp(min=MIN_LAM)
     batch_size = batch_size or (4096 if C.is_cuda else 512)
@@ -610,6 +618,7 @@ def _lasso_fista_batch(C: torch.Tensor, gram: torch.Tensor, Z: torch.Tensor, lam
     zz = (Z * Z).sum(dim=1)
     gap = Z.new_empty(n)
     todo = torch.arange(n, device=C.device)
+    max_add = None          # concepts a pivoting step may add: all, until they overshoot
     for rnd in range(max_rounds + 1):
         # full-vocabulary check: residual correlations g = 2 C r and the duality gap
         w = W[todo]
@@ -618,24 +627,181 @@ def _lasso_fista_batch(C: torch.Tensor, gram: torch.Tensor, Z: torch.Tensor, lam
         else:
             r = Z[todo] - torch.sparse.mm(w.to_sparse(), C)  # w has few non-zeros
             g = 2 * r @ C.T
-        gap[todo] = _gap(w, g, (r * r).sum(dim=1), lam[todo])
+        rr = (r * r).sum(dim=1)
+        gap[todo] = _gap(w, g, rr, lam[todo])
         open_ = gap[todo] > tol * zz[todo]
-        todo, w, g = todo[open_], w[open_], g[open_]
+        todo, w, g, rr = todo[open_], w[open_], g[open_], rr[open_]
         if len(todo) == 0 or rnd == max_rounds:
             break
         # working set: the support, then the concepts violating g_j <= lam the most
+        # (at least one more than the support, or working_set=1 would never grow)
         support = w > 0
         n_support = int(support.sum(dim=1).max())
-        k = min(V, max(working_set, n_support + max(working_set, n_support) // 2))
+        k = min(V, max(working_set, n_support + (max(working_set, n_support) + 1) // 2))
         score = torch.where(support, torch.inf, g - lam[todo, None])
         idx = score.topk(k, dim=1).indices.sort(dim=1).values          # (n, k)
-        flat = (idx[:, :, None] * V + idx[:, None, :]).flatten()
+        ix = idx.to(_index_dtype(V * V))                  # int32 where it fits: half the traffic
+        flat = (ix[:, :, None] * V + ix[:, None, :]).flatten()
         sub_gram = gram.flatten().index_select(0, flat).view(-1, k, k)    # (n, k, k)
-        # solve the small problems to the final tolerance
-        w_ws = _fista(sub_gram, b[todo].gather(1, idx), zz[todo], lam[todo], w.gather(1, idx),
-                      tol * zz[todo], max_iter)
+        # solve the small problems exactly, starting from what this check measured
+        w_ws, overshoot = _ws_solve(sub_gram, g.gather(1, idx), rr, lam[todo],
+                                    w.gather(1, idx), tol * zz[todo], max_iter, C.shape[1],
+                                    max_add)
+        if overshoot > 0.1:   # correlated concepts: many that enter come straight back out
+            max_add = _MAX_ADD
         W[todo] = torch.zeros_like(w).scatter_(1, idx, w_ws)
     return W, gap
+
+
+def _ws_solve(G: torch.Tensor, g: torch.Tensor, rr: torch.Tensor, lam: torch.Tensor,
+              w: torch.Tensor, tol: torch.Tensor, max_iter: int, rank: int,
+              max_add: int | None = None) -> tuple[torch.Tensor, float]:
+    """Solve the working-set problems of one round: weights ``(n, k)``, and the share of
+    the first pivoting step's passive concepts that came out negative (see :func:`_pivot`).
+
+    ``G (n, k, k)`` is the Gram block of each sample's working set, ``w (n, k)`` its
+    current weights there, and ``g (n, k)`` (``2 C r``) and ``rr (n,)`` (``|r|^2``) the
+    residual correlations and residual norm the full-vocabulary check measured at
+    ``w``. The problem is written around ``w`` (``|r - C^T d|^2 + lam sum(w + d)``
+    with ``d = x - w``): it starts from exactly what the check saw, so float32 rounding
+    in ``c_j . z`` and ``|z|^2`` cannot keep the gap above ``tol`` round after round.
+    Solved in float64 by block principal pivoting (:func:`_pivot`, a few batched
+    Cholesky solves even for near-duplicate concepts), to ``tol / 4`` so that the
+    float32 check agrees; FISTA (as before) takes over for any problem the pivoting has
+    not finished within ``_PIVOT_STEPS`` steps, or whose passive set grew past ``rank``
+    (the embedding dimension: such blocks are singular and pivoting can cycle on them).
+    """
+    dtype = w.dtype
+    G, g, rr, lam, w, tol = (t.to(torch.float64) for t in (G, g, rr, lam, w, tol))
+    x, left, overshoot = _pivot(G, g, rr, lam, w, tol / 4, min(max_iter, _PIVOT_STEPS), rank,
+                                max_add)
+    if len(left):
+        G, w, g = G[left], w[left], g[left]
+        b = _bmv(G, w) + g / 2                     # the same problem in _fista's form
+        zz = rr[left] + (w * (b + g / 2)).sum(dim=1)
+        x[left] = _fista(G, b, zz, lam[left], w, tol[left], max_iter)
+    return x.to(dtype), overshoot
+
+
+def _pivot(G: torch.Tensor, g: torch.Tensor, rr: torch.Tensor, lam: torch.Tensor,
+           w: torch.Tensor, tol: torch.Tensor, max_iter: int, rank: int,
+           max_add: int | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Block principal pivoting (Judice & Pires 1994; Kim & Park 2011) on ``n`` problems
+    ``min x^T G x - 2 c^T x`` over ``x >= 0``, ``c = G w + (g - lam) / 2`` (:func:`_ws_solve`).
+
+    Each step solves ``G_PP x_P = c_P`` on the passive sets P (:func:`_passive_solve`)
+    and swaps into/out of P every concept that breaks the optimality conditions
+    (``x_j < 0`` in P, ``y_j = (G x - c)_j < 0`` off it); after 3 swaps without fewer
+    violations, only the last violator is swapped, which guarantees termination.
+    ``max_add``: at most that many concepts enter P per step, those that violate most
+    (on strongly correlated dictionaries most of a large batch comes straight back out,
+    at the price of a larger block).
+    A problem leaves once its gap (at ``x`` clamped to ``>= 0``) is ``<= tol`` or
+    nothing is violated. Returns the weights ``(n, k)``, the rows that did not finish
+    within ``max_iter`` steps or whose passive set outgrew ``rank`` (they keep ``w``), and
+    the share of P that came out negative in the first step (0 if there was none).
+    """
+    n, k = w.shape
+    out, rows = w.clone(), torch.arange(n, device=w.device)
+    sel = rows.clone()                    # the rows of G still pivoting (G is compacted lazily)
+    lam = lam[:, None]
+    c = _bmv(G, w) + (g - lam) / 2
+    passive = w > 0
+    fewest = torch.full((n,), k + 1, device=w.device)
+    chances = torch.full((n,), 3, device=w.device)
+    position = torch.arange(1, k + 1, device=w.device)
+    x, xc, y, gx, rrx = w, w, (lam - g) / 2, g, rr          # step 0: the start as it is
+    given_up, overshoot = [], 0.0
+    for step in range(max_iter + 1):
+        if step > 0:
+            x = _passive_solve(G, c, passive, sel)
+            if step == 1:
+                overshoot = float((passive & (x < 0)).sum() / passive.sum().clamp(min=1))
+            xc = x.clamp(min=0)
+            both = x.new_zeros(len(G), k, 2)
+            both[sel] = torch.stack([x, xc], dim=2)
+            Gx = torch.bmm(G, both)[sel]
+            y = Gx[:, :, 0] - c
+            gx = lam - 2 * (Gx[:, :, 1] - c)                  # 2 C r at xc
+            rrx = rr - ((xc - w) * (g + gx)).sum(dim=1) / 2     # |r|^2 at xc
+        violated = (passive & (x < 0)) | (~passive & (y < 0))
+        done = _gap(xc, gx, rrx, lam[:, 0]) <= tol
+        if step > 0:        # at the start the passive set's equations need not hold yet
+            done |= ~violated.any(dim=1)
+        if done.any():
+            out[rows[done]] = xc[done]
+            keep = ~done
+            rows, sel, g, rr, lam, w, tol, c, passive, fewest, chances, violated, y = (
+                t[keep] for t in (rows, sel, g, rr, lam, w, tol, c, passive, fewest, chances,
+                                  violated, y))
+        if len(rows) == 0 or step == max_iter:
+            break
+        count = violated.sum(dim=1)
+        fewer = count < fewest
+        fewest = torch.where(fewer, count, fewest)
+        chances = torch.where(fewer, 3, chances - 1)
+        last = (violated * position).argmax(dim=1, keepdim=True)
+        swap = torch.where((chances >= 0)[:, None], violated,
+                           torch.zeros_like(violated).scatter_(1, last, True))
+        if max_add:
+            add = swap & ~passive
+            top = torch.where(add, -y, -torch.inf).topk(min(k, max_add), dim=1).indices
+            swap = (swap & passive) | (torch.zeros_like(add).scatter_(1, top, True) & add)
+        passive = passive ^ swap
+        over = passive.sum(dim=1) > rank
+        if over.any():
+            given_up.append(rows[over])
+            keep = ~over
+            rows, sel, g, rr, lam, w, tol, c, passive, fewest, chances = (
+                t[keep] for t in (rows, sel, g, rr, lam, w, tol, c, passive, fewest, chances))
+            if len(rows) == 0:
+                break
+        if len(sel) < len(G) // 2:        # compact G once half of its rows are done
+            G, sel = G[sel], torch.arange(len(sel), device=w.device)
+    return out, torch.cat([rows, *given_up]), overshoot
+
+
+def _passive_solve(G: torch.Tensor, c: torch.Tensor, passive: torch.Tensor,
+                   sel: torch.Tensor | None = None) -> torch.Tensor:
+    """``x`` with ``G_PP x_P = c_P`` and ``x = 0`` off P, for each problem's passive set P
+    (problem i uses ``G[sel[i]]``; default ``sel[i] = i``): one batched Cholesky on the
+    passive blocks packed to the largest P (padded with the identity); a ridge of 1e-9
+    where a block is not positive definite (duplicates)."""
+    n, k = c.shape
+    sel = torch.arange(n, device=c.device) if sel is None else sel
+    size = passive.sum(dim=1)
+    f = int(size.max()) if n else 0
+    x = torch.zeros_like(c)
+    if f == 0:
+        return x
+    if f == k and bool((size == k).all()):      # every concept passive: the blocks as they are
+        order, m = torch.arange(k, device=c.device).expand(n, k), passive
+        A = G if len(sel) == len(G) else G[sel]              # sel is increasing
+    else:
+        order = torch.argsort((~passive).to(torch.uint8), dim=1, stable=True)[:, :f]  # P first
+        m = torch.arange(f, device=c.device) < size[:, None]
+        o = order.to(_index_dtype(len(G) * k * k))
+        flat = (sel.to(o.dtype) * (k * k))[:, None, None] + o[:, :, None] * k + o[:, None, :]
+        A = G.reshape(-1).index_select(0, flat.flatten()).view(n, f, f)
+        A.masked_fill_(~(m[:, :, None] & m[:, None, :]), 0)
+        A.diagonal(dim1=1, dim2=2).masked_fill_(~m, 1)
+    L, info = torch.linalg.cholesky_ex(A)
+    bad = info > 0
+    if bad.any():
+        eye = torch.eye(f, dtype=A.dtype, device=A.device)
+        L[bad] = torch.linalg.cholesky_ex(A[bad] + 1e-9 * eye)[0]
+    xf = torch.cholesky_solve(c.gather(1, order).masked_fill(~m, 0)[:, :, None], L)[:, :, 0]
+    return x.scatter_(1, order, xf.masked_fill(~m, 0).nan_to_num(0.0))
+
+
+def _index_dtype(bound: int) -> torch.dtype:
+    """int32 for flat indices below ``bound`` when they fit (index_select takes both)."""
+    return torch.int32 if bound < 2 ** 31 else torch.int64
+
+
+def _bmv(G: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``(n, k, k) x (n, k) -> (n, k)`` as a batched matmul (for the larger blocks)."""
+    return torch.bmm(G, x[:, :, None])[:, :, 0]
 
 
 def _fista(G: torch.Tensor, b: torch.Tensor, zz: torch.Tensor, lam: torch.Tensor,

@@ -94,7 +94,8 @@ def sparseness(masks) -> np.ndarray:
     0 for a flat mask; close to 1 when one bin holds everything.
     """
     a = _flat_masks(masks)
-    a = a / np.maximum(a.max(axis=1, keepdims=True), 1e-30) + 1e-7
+    peak = a.max(axis=1, keepdims=True)      # scale-free, however small; all-zero: flat
+    a = np.divide(a, peak, out=np.zeros_like(a), where=peak > 0) + 1e-7
     a = np.sort(a, axis=1)
     n = a.shape[1]
     i = np.arange(1, n + 1)
@@ -191,7 +192,7 @@ def evaluate_masks(model: ClapModel, magnitude: torch.Tensor, masks: torch.Tenso
     if masks.shape != magnitude.shape:
         raise ValueError(f"masks {tuple(masks.shape)} must match the spectrograms "
                          f"{tuple(magnitude.shape)}: one mask per clip on the same STFT grid")
-    if masks.min() < 0 or masks.max() > 1:
+    if masks.isnan().any() or masks.min() < 0 or masks.max() > 1:
         raise ValueError(f"masks must lie in [0, 1], got {float(masks.min()):.3g}..{float(masks.max()):.3g}; "
                          "turn attributions into masks with clapnb.attribution.to_mask")
     masks = masks.to(magnitude.device, magnitude.dtype)
