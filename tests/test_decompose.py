@@ -855,6 +855,14 @@ def test_fista_on_a_small_scale_dictionary():
     W, gap = lasso_fista(s * HAND_C.double(), HAND_Z[1:].double(), s * HAND_LAM[1:].double(),
                          tol=1e-10)
     assert torch.allclose(s * W, HAND_W[1:].double(), atol=1e-6) and (gap <= 1e-10).all()
+    # the same through FISTA alone (the solver's fallback)
+    from clapnb.decompose import _fista
+    G = (s * s * HAND_C @ HAND_C.T).double().expand(3, 2, 2)
+    b = (s * HAND_Z[1:] @ HAND_C.T).double()
+    w = _fista(G, b, torch.ones(3, dtype=torch.float64), s * HAND_LAM[1:].double(),
+               torch.zeros(3, 2, dtype=torch.float64), torch.full((3,), 1e-10,
+                                                                  dtype=torch.float64), 1000)
+    assert torch.allclose(s * w, HAND_W[1:].double(), atol=1e-6)
 
 
 @pytest.mark.filterwarnings("error")
