@@ -58,7 +58,7 @@ FAST: dict[str, dict[str, object]] = {
     "05": {"N_PER_CLASS": 2, "EPOCHS": 2},
     "06": {"TRAIN_STEPS": 2, "ONLINE_STEPS": 2, "ABLATION_STEPS": 1, "BATCH_SIZE": 2},
     "07": {"N_SCENES": 4, "DECODER_STEPS": 1},
-    "08": {"DECODER_STEPS": 1, "N_CLIPS": 3, "SANITY_CLIPS": 1, "IG_STEPS": 2,
+    "08": {"DECODER_STEPS": 1, "N_CLIPS": 2, "SANITY_CLIPS": 1, "IG_STEPS": 2,
            "SMOOTH_SAMPLES": 2, "TIMING_IG_STEPS": 2, "TIMING_SMOOTH_SAMPLES": 2},
     "09": {"DECODER_STEPS": 1, "N_SCENES": 6, "N_CONCEPTS": 3, "VOCAB_SIZE": 300},
 }
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--notebooks", nargs="*", default=sorted(FAST), help="stems, e.g. 00 07")
     parser.add_argument("--python", default=os.environ.get("PYTHON", "python3"))
     parser.add_argument("--torch", default=os.environ.get("TORCH", "torch==2.13.0"))
-    parser.add_argument("--timeout", type=int, default=600, help="seconds per cell")
+    parser.add_argument("--timeout", type=int, default=1200, help="seconds per cell")
     parser.add_argument("--no-offline-quickstart", dest="offline_quickstart", action="store_false",
                         help="skip notebook 00 offline (TinyCLAP) from the same wheel")
     args = parser.parse_args(argv)
