@@ -157,6 +157,19 @@ def _torchvision_and_torchaudio() -> dict[str, ModuleType]:
     return modules
 
 
+def _training_only_imports() -> dict[str, ModuleType]:
+    """Empty stand-ins for what training/data.py imports only to read training shards
+    (braceexpand, webdataset, wget): clapnb never installs them, and ``get_audio_features``,
+    the one function the tests take from there, uses none of them."""
+    modules: dict[str, ModuleType] = {}
+    for name in ("braceexpand", "webdataset", "wget"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            modules[name] = _stand_in(name)
+    return modules
+
+
 # ---------------------------------------------------------------------------------
 # hook.py
 # ---------------------------------------------------------------------------------
@@ -172,7 +185,8 @@ def load_hook() -> ModuleType:
                if name == prefix or name.startswith(prefix + ".")}
     before = set(sys.modules)
     with pytest.MonkeyPatch.context() as mp:
-        for name, module in {"laion_clap": package, **aliases, **_torchvision_and_torchaudio()}.items():
+        for name, module in {"laion_clap": package, **aliases, **_torchvision_and_torchaudio(),
+                             **_training_only_imports()}.items():
             mp.setitem(sys.modules, name, module)
         for cls in (BertTokenizer, RobertaTokenizer, BartTokenizer):  # downloads at import
             mp.setattr(cls, "from_pretrained", classmethod(lambda cls, *args, **kwargs: None))
@@ -183,7 +197,8 @@ def load_hook() -> ModuleType:
             spec.loader.exec_module(hook)
         finally:
             for name in set(sys.modules) - before:  # laion_clap.training(.data) and the like
-                if name.split(".")[0] in ("laion_clap", "clap_module", "torchvision", "torchaudio"):
+                if name.split(".")[0] in ("laion_clap", "clap_module", "torchvision", "torchaudio",
+                                          "braceexpand", "webdataset", "wget"):
                     del sys.modules[name]
     return hook
 
