@@ -65,6 +65,26 @@ def plot_spectrogram(magnitude, sample_rate: int, hop_length: int, ax=None, titl
     return ax
 
 
+def explanation_figure(ex, hop_length: int, titles: Sequence[str] | None = None):
+    """One row: the clip's spectrogram, then each prompt's mask over it.
+
+    ``ex`` is an :class:`clapnb.lmaczs.Explanation` (``magnitude (F, T)``, ``mask (P, F, T)``,
+    ``prompts``). Built as a ``matplotlib.figure.Figure`` outside pyplot, so show it with
+    ``display(fig)``: a figure that pyplot does not know cannot be closed half-drawn by
+    ``plt.show()`` in another callback (JupyterLab >= 4.6 runs widget callbacks on their
+    own kernel thread).
+    """
+    from matplotlib.figure import Figure
+    n = len(ex.prompts)
+    fig = Figure(figsize=(4.2 * (n + 1), 3), layout="tight")
+    axes = fig.subplots(1, n + 1, sharey=True, squeeze=False)[0]
+    plot_spectrogram(ex.magnitude, ex.sample_rate, hop_length, ax=axes[0], title="original")
+    for k in range(n):
+        plot_spectrogram(ex.magnitude, ex.sample_rate, hop_length, ax=axes[k + 1], mask=ex.mask[k],
+                         title=(titles or ex.prompts)[k])
+    return fig
+
+
 def plot_confusion(labels, predictions, class_names: Sequence[str], ax=None, title: str = ""):
     """Row-normalised confusion matrix as a seaborn heatmap."""
     import seaborn as sns
