@@ -37,10 +37,10 @@ from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from clapnb import lmaczs
 from clapnb.model import ClapModel
+from clapnb.settings import progress_bar
 
 #: Integrated Gradients starts from every bin this far below the clip's loudest bin (dB);
 #: SmoothGrad's noise is a fraction of this range
@@ -206,7 +206,7 @@ def baseline_masks(model: ClapModel, magnitude: torch.Tensor, prompt_emb: torch.
     starts = range(0, len(magnitude), batch_size)
     out = [to_mask(attribute(model, magnitude[i:i + batch_size], prompt_emb, target[i:i + batch_size],
                              method, **options)).cpu()
-           for i in tqdm(starts, desc=method, disable=not progress)]
+           for i in progress_bar(starts, desc=method, disable=not progress)]
     return torch.cat(out)
 
 

@@ -28,12 +28,12 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm  # plain text bars: widget bars can stall headless notebook runs (nbclient#312)
 
 from clapnb.decompose import ConceptDecomposer, ConceptSpace, Decomposition, embedding_mean
 from clapnb.model import ClapModel
 from clapnb.vocabulary import PAPER_SIZE, Vocabulary, load_vocabulary, vocabulary_embeddings
 from clapnb.zeroshot import bootstrap_ci, cosine_matrix, retrieval_metrics, zero_shot
+from clapnb.settings import progress_bar
 
 Array = np.ndarray | torch.Tensor
 
@@ -108,7 +108,7 @@ def lambda_sweep(decomposer: ConceptDecomposer, audio_emb: Array, lams: Sequence
     if any(not np.isfinite(lam) or lam < 0 for lam in lams):
         raise ValueError(f"every lam must be finite and >= 0, got {lams}")
     rows = []
-    for lam in tqdm(lams, desc="lambda sweep", disable=not progress):
+    for lam in progress_bar(lams, desc="lambda sweep", disable=not progress):
         start = time.perf_counter()
         dec = decomposer(audio_emb, lam=lam, audio_mean=audio_mean, progress=False)
         seconds = time.perf_counter() - start

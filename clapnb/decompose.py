@@ -58,9 +58,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm  # plain text bars: widget bars can stall headless notebook runs (nbclient#312)
 
-from clapnb.settings import default_device
+from clapnb.settings import default_device, progress_bar
 
 Array = np.ndarray | torch.Tensor
 
@@ -368,7 +367,7 @@ class ConceptDecomposer:
         best_err = torch.full((n,), k, device=self.device)
         todo = torch.arange(n, device=self.device)
         W = torch.zeros(n, self.vocab_size, device=self.device)
-        for _ in tqdm(range(steps), desc=f"searching lam for l0={k}", disable=not progress,
+        for _ in progress_bar(range(steps), desc=f"searching lam for l0={k}", disable=not progress,
                       leave=False):
             log_lam = torch.where(lo[todo].isinf(), hi[todo] - math.log(2),
                                   (lo[todo] + hi[todo]) / 2).clamp(min=math.log(MIN_LAM))
@@ -528,7 +527,7 @@ def lasso_sklearn(C: torch.Tensor, Z: torch.Tensor, lam: torch.Tensor, tol: floa
     X = np.asfortranarray(C.T.double().cpu().numpy())          # (D, V): D "samples"
     Y, lams = Z.double().cpu().numpy(), lam.clamp(min=MIN_LAM).double().cpu().numpy()
     W = np.zeros((len(Y), C.shape[0]))
-    for i in tqdm(range(len(Y)), desc="sklearn Lasso", disable=not progress, leave=False):
+    for i in progress_bar(range(len(Y)), desc="sklearn Lasso", disable=not progress, leave=False):
         model = Lasso(alpha=lams[i] / (2 * X.shape[0]), positive=True, fit_intercept=False,
                       tol=tol / 2, max_iter=max_iter)
         model.fit(X, Y[i])

@@ -48,9 +48,8 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
 from urllib.request import Request, urlopen
 
-from tqdm import tqdm  # plain text bars: widget bars can stall headless notebook runs (nbclient#312)
 
-from clapnb.settings import MIRROR_ENV, OFFLINE_ENV, mirror, offline
+from clapnb.settings import MIRROR_ENV, OFFLINE_ENV, mirror, offline, progress_bar
 
 #: how many times a transfer that stops early is resumed before giving up
 MAX_ATTEMPTS = 5
@@ -331,7 +330,7 @@ def _fetch(url: str, part: Path, size: int | None, desc: str) -> bool:
         dropped = False
         flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if start else os.O_TRUNC)
         with os.fdopen(_open_part(part, flags), "ab" if start else "wb") as f, \
-                tqdm(total=total, initial=start, desc=desc, unit="B", unit_scale=True,
+                progress_bar(total=total, initial=start, desc=desc, unit="B", unit_scale=True,
                      unit_divisor=1024) as bar:
             try:
                 while chunk := response.read(_CHUNK):

@@ -21,11 +21,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm  # plain text bars: widget bars can stall headless notebook runs (nbclient#312)
 
 from clapnb.cache import cache_dir, save_npz
 from clapnb.datasets import ClipSet, SceneSet
 from clapnb.model import ClapModel, check_texts
+from clapnb.settings import progress_bar
 
 
 def cached_audio_embeddings(model: ClapModel, clips: ClipSet | SceneSet, batch_size: int = 32,
@@ -47,7 +47,7 @@ def cached_audio_embeddings(model: ClapModel, clips: ClipSet | SceneSet, batch_s
         rows = dict(zip(stored["clip_ids"].tolist(), stored["embeddings"], strict=True))
     missing = [i for i, clip_id in enumerate(clips.clip_ids) if clip_id not in rows]
     batches = [missing[s:s + batch_size] for s in range(0, len(missing), batch_size)]
-    with tqdm(total=len(missing), desc=f"{clips.name} audio embeddings", unit="clip",
+    with progress_bar(total=len(missing), desc=f"{clips.name} audio embeddings", unit="clip",
               disable=not missing) as bar:
         for b, batch in enumerate(batches, 1):
             waveforms = [clips.audio(i) for i in batch]
@@ -77,7 +77,7 @@ def cached_text_embeddings(model: ClapModel, texts: Sequence[str], name: str,
         return stored["embeddings"]
     starts = range(0, len(texts), batch_size)
     parts = [model.embed_text(texts[s:s + batch_size]).cpu().numpy()
-             for s in tqdm(starts, desc=f"{name} text embeddings", unit="batch",
+             for s in progress_bar(starts, desc=f"{name} text embeddings", unit="batch",
                            disable=len(starts) < 2)]
     emb = np.concatenate(parts).astype(np.float32)
     _save(path, key, embeddings=emb)

@@ -24,9 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm  # plain text bars: widget bars can stall headless notebook runs (nbclient#312)
 
-from clapnb.settings import default_device
+from clapnb.settings import default_device, progress_bar
 
 Array = np.ndarray | torch.Tensor
 
@@ -139,7 +138,7 @@ def train_linear_map(audio_emb: Array, labels, prompt_emb: Array, epochs: int = 
                 result.val_losses.append(float(cosine_loss(weight, val_z, val_targets)))
 
     record()
-    bar = tqdm(range(epochs), desc="training H", unit="epoch", disable=not progress)
+    bar = progress_bar(range(epochs), desc="training H", unit="epoch", disable=not progress)
     for _ in bar:
         for idx in torch.randperm(len(z), generator=generator).split(batch_size):
             idx = idx.to(device)

@@ -79,7 +79,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm  # plain text bars: widget bars can stall headless notebook runs
 
 from clapnb.audio import AudioInput
 from clapnb.cache import atomic_write, cache_dir, load_float_state, save_half_state
@@ -87,6 +86,7 @@ from clapnb.metrics import roc_auc
 from clapnb.model import AudioEncoding, ClapModel, check_texts
 from clapnb.registry import decoder_scenes, shipped_decoder
 from clapnb.synth import event_masks
+from clapnb.settings import progress_bar
 
 
 # ---------------------------------------------------------------------------------
@@ -474,7 +474,7 @@ class SceneBatches:
         self.seed, self.prompt = seed, prompt
         self.audio = None
         if preload:
-            clips = [scenes.audio(i) for i in tqdm(range(len(scenes)), desc="loading clips",
+            clips = [scenes.audio(i) for i in progress_bar(range(len(scenes)), desc="loading clips",
                                                    disable=not progress)]
             self.audio = model.prepare(clips, scenes.sample_rate).cpu()
 
@@ -546,7 +546,7 @@ def train_decoder(model: ClapModel, decoder: MaskDecoder,
     if checkpoint is not None and Path(checkpoint).is_file():
         start, history = _load_checkpoint(checkpoint, decoder, optimiser, schedule)
     started = time.perf_counter() - history.seconds
-    bar = tqdm(range(start, steps), desc="training LMAC-ZS decoder", initial=start, total=steps,
+    bar = progress_bar(range(start, steps), desc="training LMAC-ZS decoder", initial=start, total=steps,
                disable=not progress)
     for step in bar:
         decoder.train()
@@ -706,7 +706,7 @@ def ground_truth_scores(model: ClapModel, decoder: MaskDecoder, scenes, class_na
                          "(e.g. clapnb.synth.CLASSES)")
     text = model.embed_text([template.format(c) for c in class_names])
     aucs, present, absent, same = [], [], [], []
-    for i in tqdm(range(len(scenes)), desc="scoring maps", disable=not progress):
+    for i in progress_bar(range(len(scenes)), desc="scoring maps", disable=not progress):
         magnitude = model.spectrogram([scenes.audio(i)], scenes.sample_rate).abs()
         with torch.no_grad():
             encoding = model.encode_spectrogram(magnitude)

@@ -1,4 +1,5 @@
-"""The bottom layer: environment switches, the cache root and the default device.
+"""The bottom layer: environment switches, the cache root, the default device and the
+progress bar every long loop shows.
 
 Every other module reads these here, so each switch has one name and one meaning:
 
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import platformdirs
 import torch
+from tqdm import tqdm  # plain text bars: widget bars can stall headless notebook runs (nbclient#312)
 
 #: environment variable that overrides the model name given to ``load_model``
 MODEL_ENV = "CLAPNB_MODEL"
@@ -30,6 +32,15 @@ OFFLINE_ENV = "CLAPNB_OFFLINE"
 CACHE_ENV = "CLAPNB_CACHE"
 #: environment variable naming a local mirror of every download host (the rehearsal)
 MIRROR_ENV = "CLAPNB_MIRROR"
+#: seconds before a progress bar appears: work that ends sooner leaves no bar behind (no
+#: empty bars in JupyterLab, no frozen "0%" in a static copy of an executed notebook)
+PROGRESS_DELAY_S = 2.0
+
+
+def progress_bar(iterable=None, **options) -> tqdm:
+    """``tqdm(iterable, **options)``, shown only once it has run for :data:`PROGRESS_DELAY_S`."""
+    options.setdefault("delay", PROGRESS_DELAY_S)
+    return tqdm(iterable, **options)
 
 
 def offline() -> bool:
