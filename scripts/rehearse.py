@@ -14,7 +14,7 @@ What it does, in order (everything under build/rehearsal/, git-ignored):
    formats with random weights, ESC-50, Clotho and FSD50K files in their real layouts,
    a manifest of sizes and digests; and serves it on 127.0.0.1;
 3. runs notebook 00 offline (TinyCLAP) from the same wheel, then every notebook online,
-   each in its own fresh kernel, from its own folder outside the
+   two at a time (``--jobs``), each in its own fresh kernel, from its own folder outside the
    repository, with its own empty cache (a fresh Colab runtime: no notebook finds a
    file another one wrote), with ``CLAPNB_MIRROR`` pointing at the mirror and
    ``CLAPNB_MODEL`` at the online model. The Colab-only cells do nothing outside Colab;
@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,6 +69,8 @@ FAST: dict[str, dict[str, object]] = {
 #: model), and the notebooks that compare with the papers with MS-CLAP 2023 (their model)
 PLAN: list[tuple[str, list[str]]] = [("laion/630k-audioset", sorted(FAST)),
                                       ("msclap/2023", ["00", "01", "03", "04", "07"])]
+#: the slowest notebooks start first, so that parallel workers finish together
+SLOWEST_FIRST = ["08", "06"]
 
 
 def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -147,21 +150,22 @@ def execute(path: Path, out: Path, values: dict[str, object], timeout: int) -> N
 
 
 def rehearse_one(py: Path, stem: str, model: str | None, mirror_url: str | None,
-                 timeout: int) -> dict:
+                 timeout: int, threads: int) -> dict:
     """Run notebook ``stem`` in the rehearsal environment from a fresh folder outside the
     repository with an empty cache: online against the mirror with ``model``, or offline
-    (TinyCLAP) when ``mirror_url`` is None."""
+    (TinyCLAP) when ``mirror_url`` is None; torch gets ``threads`` CPU threads."""
     [path] = sorted((ROOT / "notebooks").glob(f"{stem}_*.ipynb"))
     home = Path(tempfile.mkdtemp(prefix=f"clapnb-rehearsal-{stem}-"))   # outside the repository
     shutil.copy(path, home / path.name)
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("CLAPNB_", "PYTHONPATH", "VIRTUAL_ENV"))}
     env.update(CLAPNB_CACHE=str(home / "cache"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               MPLBACKEND="Agg", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "2"))
+               MPLBACKEND="Agg", OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     env.update({"CLAPNB_MIRROR": mirror_url, "CLAPNB_MODEL": model} if mirror_url else
                {"CLAPNB_OFFLINE": "1"})
     values = FAST.get(stem, {}) if mirror_url else {}
-    out = BUILD / "executed" / (path.stem + ("" if mirror_url else "-offline") + ".ipynb")
+    tag = model.replace("/", "_") if mirror_url else "offline"
+    out = BUILD / "executed" / f"{path.stem}-{tag}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     result = subprocess.run([str(py), str(Path(__file__).resolve()), "_execute", str(home / path.name),
@@ -185,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--python", default=os.environ.get("PYTHON", "python3"))
     parser.add_argument("--torch", default=os.environ.get("TORCH", "torch==2.13.0"))
     parser.add_argument("--timeout", type=int, default=1200, help="seconds per cell")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="notebooks run at once, each with (CPU cores / jobs) torch threads; "
+                             "much of a notebook's time is single-threaded (kernel start, model "
+                             "building, Python loops), so 2 jobs on 2 cores finish sooner")
     parser.add_argument("--no-offline-quickstart", dest="offline_quickstart", action="store_false",
                         help="skip notebook 00 offline (TinyCLAP) from the same wheel")
     args = parser.parse_args(argv)
@@ -192,12 +200,18 @@ def main(argv: list[str] | None = None) -> int:
     BUILD.mkdir(parents=True, exist_ok=True)
     py = prepare_venv(args.python, args.torch)
     # first the offline quickstart from the same wheel: numpy 2, no network, TinyCLAP
-    rows = [rehearse_one(py, "00", None, None, args.timeout)] if args.offline_quickstart else []
+    threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
+    rows = [rehearse_one(py, "00", None, None, args.timeout, os.cpu_count() or 1)
+            ] if args.offline_quickstart else []
     plan = [(args.model, args.notebooks)] if args.model else PLAN
+    runs = sorted(((stem, model) for model, stems in plan for stem in stems),
+                  key=lambda run: SLOWEST_FIRST.index(run[0]) if run[0] in SLOWEST_FIRST
+                  else len(SLOWEST_FIRST))
     server, url = start_mirror(py)
     try:
-        rows += [rehearse_one(py, stem, model, url, args.timeout)
-                 for model, stems in plan for stem in stems]
+        with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+            rows += list(pool.map(lambda run: rehearse_one(py, *run, url, args.timeout, threads),
+                                  runs))
     finally:
         server.terminate()
         server.wait(timeout=30)
