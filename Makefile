@@ -2,12 +2,16 @@
 #   make run   install everything into .venv, then execute every notebook offline, in order
 #   make test  install everything into .venv, then run the whole test suite (notebooks included)
 # `make rehearse` runs the online course against a local mirror (CI runs it after the tests).
-# `make lab` starts JupyterLab on the notebooks.
+# `make lab` starts JupyterLab on the notebooks (offline too; LAB_ARGS=--allow-root as root).
+# `make site` builds a static site of the executed course in build/site (README: "A static site").
 
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-# CPU build of torch, installed first so that nothing pulls CUDA wheels (Colab brings its own torch).
+# torch, installed first so that nothing else picks its build (Colab brings its own torch). On the
+# course's CI machines this resolves to a local CPU build; from PyPI on Linux it is the multi-GB
+# CUDA build. For PyTorch's own CPU wheels (the quoting passes the whole value through):
+#   make run TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
 TORCH  ?= torch==2.13.0
 # The model code of the real CLAPs, installed WITHOUT their declared dependencies (they pin
 # numpy<2 and old transformers; pyproject.toml declares what their code really imports).
@@ -17,7 +21,7 @@ OFFLINE ?= 1
 # extra arguments for JupyterLab, e.g. `make lab LAB_ARGS=--allow-root` in a container
 LAB_ARGS ?=
 
-.PHONY: install run test rehearse lab clean
+.PHONY: install run test rehearse lab site clean
 
 install: $(VENV)/.installed
 
@@ -41,6 +45,11 @@ rehearse: install
 
 lab: install
 	CLAPNB_OFFLINE=$(OFFLINE) $(PY) -m jupyter lab notebooks/ $(LAB_ARGS)
+
+# the executed course as static HTML in build/site: takes executed/ copies that are newer
+# than their notebook (`make run` writes them), executes the others
+site: install
+	CLAPNB_OFFLINE=$(OFFLINE) $(PY) scripts/build_site.py
 
 clean:
 	rm -rf $(VENV) executed build .pytest_cache
