@@ -336,7 +336,7 @@ by <code>make site</code> (<code>scripts/build_site.py</code>).</p>"""
 
 
 def _all_offline(pages: list[NotebookPage]) -> bool:
-    return bool(pages) and all("offline" in pg.source for pg in pages)
+    return bool(pages) and all("offline (tinyclap" in pg.source.lower() for pg in pages)
 
 
 def _mode(path: Path) -> str:
@@ -358,9 +358,8 @@ def collect(names: list[str], executed: Path, execute: bool, timeout: int) -> li
         if execute or not fresh:
             why = "--execute" if execute else ("stale copy" if copy.exists() else "no executed copy")
             print(f"executing {name} ({why})", flush=True)
-            if not run(src, executed, timeout):
-                print(f"  {name} failed; its page shows the output up to the error", flush=True)
-            origin = "executed now"
+            ok = run(src, executed, timeout)
+            origin = "executed now" if ok else "executed now, FAILED (the page shows the output up to the error)"
         else:
             origin = f"{executed.name}/ copy"
         mode = _mode(copy)
@@ -387,7 +386,7 @@ def main() -> int:
               f"{pg.explorer_cells} explorer note(s), {pg.dropped_widgets} widget outputs dropped"
               + "".join(f"\n    note: {n}" for n in pg.notes), flush=True)
     print(f"site in {args.out} ({time.perf_counter() - start:.0f} s): open {args.out / 'index.html'}")
-    return 0
+    return 1 if any("FAILED" in pg.source for pg in pages) else 0
 
 
 if __name__ == "__main__":
