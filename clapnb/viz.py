@@ -47,20 +47,47 @@ def spectrogram_db(magnitude, floor_db: float = -80.0) -> np.ndarray:
     return np.maximum(db, floor_db)
 
 
+#: the colour of mask overlays (cyan reads well on the magma spectrogram)
+MASK_RGB = (0.0, 1.0, 1.0)
+
+
+def mask_colormap(alpha: float = 1.0):
+    """Transparent -> cyan at opacity ``alpha``: the overlay's colours, for its colour bar."""
+    from matplotlib.colors import LinearSegmentedColormap
+    return LinearSegmentedColormap.from_list("mask", [(*MASK_RGB, 0.0), (*MASK_RGB, alpha)])
+
+
 def plot_spectrogram(magnitude, sample_rate: int, hop_length: int, ax=None, title: str = "",
-                     mask=None, mask_alpha: float = 0.7):
+                     mask=None, mask_alpha: float = 0.7, mask_label: str | None = "mask",
+                     colorbar: bool = False):
     """Show a linear-magnitude STFT ``(F, T)`` in dB; optionally overlay a mask in [0, 1]
-    (in cyan, its opacity ``mask_alpha * mask``)."""
+    (in cyan, its opacity ``mask_alpha * mask``).
+
+    With a mask, a legend names the cyan overlay (``mask_label``; None: no legend).
+    ``colorbar`` adds colour bars: the level in dB and, with a mask, the mask value.
+    """
     ax = ax or plt.gca()
     m = _np(magnitude)
     extent = [0, m.shape[1] * hop_length / sample_rate, 0, sample_rate / 2000]
-    ax.imshow(spectrogram_db(m), origin="lower", aspect="auto", extent=extent, cmap="magma")
+    image = ax.imshow(spectrogram_db(m), origin="lower", aspect="auto", extent=extent, cmap="magma")
+    if colorbar:
+        ax.figure.colorbar(image, ax=ax, label="level (dB re max)", pad=0.01)
     if mask is not None:  # cyan, as opaque as the mask is high: mask 0 leaves the spectrogram as is
         m = np.clip(_np(mask).astype(np.float32), 0, 1)
         rgba = np.zeros((*m.shape, 4), dtype=np.float32)
-        rgba[..., :3] = (0.0, 1.0, 1.0)
+        rgba[..., :3] = MASK_RGB
         rgba[..., 3] = mask_alpha * m
         ax.imshow(rgba, origin="lower", aspect="auto", extent=extent)
+        if mask_label:
+            from matplotlib.patches import Patch
+            ax.legend(handles=[Patch(facecolor=MASK_RGB, alpha=mask_alpha, label=f"cyan = {mask_label}")],
+                      loc="upper right", fontsize="small", framealpha=0.8)
+        if colorbar:
+            from matplotlib.cm import ScalarMappable
+            from matplotlib.colors import Normalize
+            bar = ax.figure.colorbar(ScalarMappable(Normalize(0, 1), mask_colormap(mask_alpha)), ax=ax,
+                                     label=mask_label or "mask", pad=0.01)
+            bar.ax.set_facecolor("black")  # the overlay as it looks on a quiet (dark) bin
     ax.set(xlabel="time (s)", ylabel="frequency (kHz)", title=title)
     return ax
 
@@ -98,17 +125,82 @@ def plot_confusion(labels, predictions, class_names: Sequence[str], ax=None, tit
     return ax
 
 
-def plot_modality_gap(audio_emb, text_emb, ax=None, audio_labels=None, title: str = ""):
-    """2-D PCA of audio and text embeddings together: the two clouds show the modality gap."""
+def plot_modality_gap(audio_emb, text_emb, ax=None, audio_labels=None, title: str = "",
+                      class_names: Sequence[str] | None = None):
+    """2-D PCA of audio and text embeddings together: the two clouds show the modality gap.
+
+    A legend tells audio clips (dots) from text prompts (stars); with ``audio_labels``
+    the dots are coloured by class and a colour bar names the classes (``class_names``,
+    else their indices).
+    """
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+    from matplotlib.lines import Line2D
     from sklearn.decomposition import PCA
     a, t = _np(audio_emb), _np(text_emb)
-    xy = PCA(n_components=2, random_state=0).fit_transform(np.concatenate([a, t]))
+    pca = PCA(n_components=2, random_state=0)
+    xy = pca.fit_transform(np.concatenate([a, t]))
     ax = ax or plt.gca()
-    ax.scatter(*xy[:len(a)].T, s=12, alpha=0.6, c=audio_labels, cmap="tab20", label="audio")
-    ax.scatter(*xy[len(a):].T, s=60, marker="*", color="black", label="text prompts")
-    ax.set(xlabel="PC 1", ylabel="PC 2", title=title)
-    ax.legend()
+    if audio_labels is None:
+        ax.scatter(*xy[:len(a)].T, s=12, alpha=0.6, color="tab:blue")
+    else:
+        labels = _np(audio_labels).astype(int)
+        n = max(int(labels.max()) + 1, len(class_names or []))
+        colours = plt.get_cmap("tab20")(np.arange(n) % 20)
+        dots = ax.scatter(*xy[:len(a)].T, s=12, alpha=0.6, c=labels,
+                          cmap=ListedColormap(colours), norm=BoundaryNorm(np.arange(n + 1) - 0.5, n))
+        bar = ax.figure.colorbar(dots, ax=ax, pad=0.01, label="class of the audio clip")
+        bar.set_ticks(np.arange(n))
+        bar.set_ticklabels(list(class_names) if class_names is not None else [str(k) for k in range(n)])
+        bar.ax.tick_params(labelsize="small")
+    ax.scatter(*xy[len(a):].T, s=60, marker="*", color="black")
+    share = pca.explained_variance_ratio_
+    ax.set(xlabel=f"PC 1 ({share[0]:.0%} of the variance)", ylabel=f"PC 2 ({share[1]:.0%})", title=title)
+    ax.legend(handles=[Line2D([], [], ls="", marker="o", color="gray", label="audio clips"),
+                       Line2D([], [], ls="", marker="*", ms=10, color="black", label="text prompts")],
+              loc="best", fontsize="small")
     return ax
+
+
+def plot_loss_history(history, axes=None, weights=None, terms: Sequence[str] | None = None):
+    """Training curves of a loss with several terms: one panel per term, then the total
+    (and the mean masks, when recorded), each on its own y-axis.
+
+    Terms of very different size (LMAC-ZS's ``out`` is in squared logits, ``l1`` a mean
+    mask) stay readable this way. ``history`` is a :class:`clapnb.lmaczs.History` (its
+    ``val`` points are drawn as dots) or a list of dicts, one per step. ``weights``
+    (e.g. ``lmaczs.LossWeights()``) puts each term's weight in its panel's title: the
+    total is the weighted sum. Returns the axes.
+    """
+    import pandas as pd
+    from clapnb.lmaczs import TERMS
+    train = pd.DataFrame(getattr(history, "train", history))
+    val = pd.DataFrame(getattr(history, "val", []))
+    terms = [c for c in (terms or TERMS) if c in train and (weights is None or getattr(weights, c, 1))]
+    panels = terms + [c for c in ["total"] if c in train]
+    masks = [c for c in ("mask_related", "mask_unrelated") if c in train]
+    n = len(panels) + bool(masks)
+    if axes is None:
+        _, axes = plt.subplots(1, n, figsize=(2.9 * n, 2.7), layout="constrained", squeeze=False)
+    axes = np.asarray(axes).ravel()
+    steps = np.arange(1, len(train) + 1)
+    for ax, name in zip(axes, panels):
+        ax.plot(steps, train[name], color="black" if name == "total" else "tab:blue", lw=1.2,
+                label="training batch")
+        if name in val:
+            ax.plot(val["step"], val[name], "o", color="tab:orange", label="validation")
+        weight = getattr(weights, name, None) if weights is not None else None
+        title = ("total (weighted sum)" if name == "total"
+                 else f"{name} (weight {weight:g})" if weight is not None else name)
+        ax.set(title=title, xlabel="step", ylabel="loss" if name == "total" else f"{name} term")
+    if masks:
+        ax = axes[len(panels)]
+        for name, colour in zip(masks, ["tab:green", "tab:red"]):
+            ax.plot(steps, train[name], color=colour, label=name.replace("mask_", "") + " prompts")
+        ax.set(title="mean mask", xlabel="step", ylabel="mean mask value", ylim=(0, None))
+        ax.legend(fontsize="small")
+    if len(val):
+        axes[0].legend(fontsize="small")
+    return axes
 
 
 def plot_concepts(pairs: Sequence[tuple[str, float]], ax=None, title: str = ""):
