@@ -63,7 +63,8 @@ from clapnb.settings import default_device, progress_bar
 
 Array = np.ndarray | torch.Tensor
 
-#: SpLiCE's default L1 weight
+#: the L1 weight of a decomposition when none is given: 0.25, the value of SpLiCE's README
+#: examples (its code's own default, SPLICE(l1_penalty=...), is 0.01)
 DEFAULT_LAM = 0.25
 #: smallest lam solved: near lam = 0 float32 rounding spoils the duality-gap certificate
 MIN_LAM = 1e-3
