@@ -225,7 +225,7 @@ def test_batch_mean_is_used_without_audio_mean():
     other = decompose(audio, concept_emb, names, audio_mean=embedding_mean(audio[:3]),
                       device="cpu")
     assert not torch.allclose(other.weights, explicit.weights, atol=1e-3)
-    assert implicit.lam[0] == 0.25                  # SpLiCE's default lam
+    assert implicit.lam[0] == 0.25  # the package default (the lam of SpLiCE's README examples)
 
 
 def test_decomposer_is_reusable_and_accepts_numpy_or_torch():
