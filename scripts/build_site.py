@@ -10,9 +10,11 @@ Usage: ``python scripts/build_site.py [--out build/site] [--executed executed] [
   ``executed/`` too. ``--execute`` re-executes every notebook.
 * **HTML.** nbconvert's ``lab`` template, with three changes:
   cells tagged ``claim-check`` show only their output (the checks' verdicts), not their code;
-  cells tagged ``solution`` are folded into a ``<details>`` element ("Solution: click to
-  show"), code and output, so a learner sees the exercises first and opens an answer on
-  purpose; and the cell tagged ``explorer`` (notebook 07's interactive explorer, whose
+  the solutions are folded: everything from the ``### Solutions`` heading to the
+  References (solution code, its output, the written answers and their claim checks) sits
+  in one ``<details>`` element ("Solutions: click to show"), so a learner sees the
+  exercises first and opens the answers on purpose (a notebook without that heading gets
+  each ``solution``-tagged cell folded on its own); and the cell tagged ``explorer`` (notebook 07's interactive explorer, whose
   widgets need a live kernel) gets a note saying so in place of its widget output. A
   notebook whose cells carry no ``explorer`` tag gets the note in every cell that displayed
   a layout widget (``VBox``/``HBox``/...). Other widget outputs (progress bars) are dropped:
@@ -70,8 +72,15 @@ EXAMPLE_ABOVE = "The output above shows what the explorer draws for one choice."
 
 TEMPLATE = r"""
 {%- extends 'index.html.j2' -%}
+{% block any_cell %}
+{%- if cell.metadata.get('clapnb_site', {}).get('close_solutions') %}</details>{% endif -%}
+{%- if cell.metadata.get('clapnb_site', {}).get('open_solutions') -%}
+<details class="clapnb-solution"><summary>Solutions: click to show</summary>
+{%- endif -%}
+{{ super() }}
+{% endblock any_cell %}
 {% block codecell %}
-{%- if 'solution' in cell.metadata.get('tags', []) -%}
+{%- if cell.metadata.get('clapnb_site', {}).get('fold') -%}
 <details class="clapnb-solution"><summary>Solution: click to show</summary>
 {{ super() }}
 </details>
@@ -147,8 +156,40 @@ def _is_layout_widget(output) -> bool:
     return WIDGET_VIEW in data and text.startswith(LAYOUT_WIDGETS) and "Progress(" not in text
 
 
+def fold_solutions(nb, page: NotebookPage) -> None:
+    """Mark the cells that open and close the solutions block (``### Solutions`` up to the
+    References); without that heading, mark each ``solution`` cell to be folded alone. A
+    markdown cell holding both the exercises and the ``### Solutions`` heading is split there."""
+    cells = nb.cells
+    start = None
+    for i, c in enumerate(cells):
+        if c.cell_type == "markdown" and re.search(r"^### Solutions", c.source, flags=re.M):
+            before, heading, after = re.split(r"^(### Solutions)", c.source, maxsplit=1, flags=re.M)
+            if before.strip():
+                c.source = before.rstrip() + "\n"
+                cells.insert(i + 1, nbformat.v4.new_markdown_cell(heading + after))
+                i += 1
+            start = i
+            break
+    if start is None:
+        for c in cells:
+            if "solution" in _tags(c):
+                c.metadata.setdefault("clapnb_site", {})["fold"] = True
+        return
+    end = next((j for j in range(start + 1, len(cells))
+                if "template-references" in _tags(cells[j]) or cells[j].source.startswith("## References")),
+               None)
+    cells[start].metadata.setdefault("clapnb_site", {})["open_solutions"] = True
+    if end is None:
+        cells.append(nbformat.v4.new_markdown_cell(""))
+        end = len(cells) - 1
+    cells[end].metadata.setdefault("clapnb_site", {})["close_solutions"] = True
+    page.notes.append(f"solutions folded: cells {start}-{end - 1}")
+
+
 def prepare(nb, page: NotebookPage) -> None:
     """Edit an executed notebook in place for the static site (see the module docstring)."""
+    fold_solutions(nb, page)
     cells = nb.cells
     tagged = [i for i, c in enumerate(cells) if "explorer" in _tags(c)]
     if not tagged:
@@ -326,7 +367,7 @@ in Colab or JupyterLab.</p>
 <h2>Notebooks</h2>
 <ol start="0">{''.join(items)}</ol>
 <p class="meta">Code cells that check the text's claims show only their verdicts; exercise
-solutions are folded (click <em>Solution: click to show</em>).</p>
+solutions are folded at the end of each notebook (click <em>Solutions: click to show</em>).</p>
 <h2>Teacher's kit</h2>
 <ul>{kit}</ul>
 <p class="meta">Built {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}{f' from commit {commit}' if commit else ''}

@@ -69,6 +69,8 @@ def _executed_notebook(tag_explorer: bool = True):
         new_code_cell("answer = 42  # SOLUTION_CODE\nprint(answer)", execution_count=6,
                       metadata={"tags": ["solution"], "jupyter": {"source_hidden": True}},
                       outputs=[new_output("stream", name="stdout", text="42\n")]),
+        new_markdown_cell("SOLUTION_ANSWER: 42, as printed."),
+        new_markdown_cell("## References\n\n- REFERENCES_TEXT", metadata={"tags": ["template-references"]}),
     ]
     nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
                                                             "language": "python"}})
@@ -113,11 +115,24 @@ def test_claim_check_code_is_hidden_but_its_verdict_shown(site):
     assert site[1][0].hidden_inputs == 1
 
 
-def test_solutions_are_folded(site):
+def test_solutions_are_folded_from_their_heading_to_the_references(site):
     html = _html(site[0], "98_synthetic.html")
     details = re.findall(r'<details class="clapnb-solution">(.*?)</details>', html, flags=re.S)
-    assert len(details) == 1 and "SOLUTION_CODE" in details[0]
+    assert len(details) == 1
+    folded = details[0]
+    assert "SOLUTION_CODE" in folded and "SOLUTION_ANSWER" in folded and "Exercise 1:" in folded
     assert html.count("SOLUTION_CODE") == 1
+    assert "Do it." in html and "Do it." not in folded  # the exercises stay visible
+    assert "## References" not in folded and "REFERENCES_TEXT" in html.split("</details>")[1]
+
+
+def test_without_a_solutions_heading_each_solution_cell_is_folded():
+    nb = _executed_notebook()
+    nb.cells[7].source = "## Exercises\n\n1. Do it."  # no '### Solutions'
+    page = build_site.NotebookPage("x.ipynb", "x", "test")
+    html = build_site.notebook_html(nb, page)
+    details = re.findall(r'<details class="clapnb-solution">(.*?)</details>', html, flags=re.S)
+    assert len(details) == 1 and "SOLUTION_CODE" in details[0] and "SOLUTION_ANSWER" not in details[0]
 
 
 @pytest.mark.parametrize("name", ["98_synthetic.html", "99_untagged.html"])
@@ -136,7 +151,7 @@ def test_progress_bar_widgets_are_dropped_and_their_text_kept(site):
 
 
 def test_the_untagged_explorer_is_found_and_reported(site):
-    assert site[1][1].explorer_cells == 1 and "no cell tagged 'explorer'" in site[1][1].notes[0]
+    assert site[1][1].explorer_cells == 1 and any("no cell tagged 'explorer'" in n for n in site[1][1].notes)
 
 
 def test_audio_players_are_embedded_and_hold_a_playable_wav(site):
