@@ -11,6 +11,9 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.figure import Figure
+
+from clapnb.lmaczs import TERMS
 
 
 def _np(x) -> np.ndarray:
@@ -92,18 +95,32 @@ def plot_spectrogram(magnitude, sample_rate: int, hop_length: int, ax=None, titl
     return ax
 
 
+class InlineFigure(Figure):
+    """A ``Figure`` outside pyplot that IPython shows as PNG by itself (``_repr_png_``).
+
+    ``display(fig)`` of a plain ``Figure`` shows only its text repr (``<Figure size ...>``)
+    until pyplot's inline backend is set up, which matplotlib does lazily, at the first
+    pyplot figure: a notebook's first explanation would come out as text.
+    """
+
+    def _repr_png_(self) -> bytes:
+        import io
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=100)
+        return buffer.getvalue()
+
+
 def explanation_figure(ex, hop_length: int, titles: Sequence[str] | None = None):
     """One row: the clip's spectrogram, then each prompt's mask over it.
 
     ``ex`` is an :class:`clapnb.lmaczs.Explanation` (``magnitude (F, T)``, ``mask (P, F, T)``,
-    ``prompts``). Built as a ``matplotlib.figure.Figure`` outside pyplot, so show it with
+    ``prompts``). Built as a ``matplotlib.figure.Figure`` outside pyplot (an :class:`InlineFigure`), so show it with
     ``display(fig)``: a figure that pyplot does not know cannot be closed half-drawn by
     ``plt.show()`` in another callback (JupyterLab >= 4.6 runs widget callbacks on their
     own kernel thread).
     """
-    from matplotlib.figure import Figure
     n = len(ex.prompts)
-    fig = Figure(figsize=(4.2 * (n + 1), 3), layout="tight")
+    fig = InlineFigure(figsize=(4.2 * (n + 1), 3), layout="tight")
     axes = fig.subplots(1, n + 1, sharey=True, squeeze=False)[0]
     plot_spectrogram(ex.magnitude, ex.sample_rate, hop_length, ax=axes[0], title="original")
     for k in range(n):
@@ -172,7 +189,6 @@ def plot_loss_history(history, axes=None, weights=None, terms: Sequence[str] | N
     total is the weighted sum. Returns the axes.
     """
     import pandas as pd
-    from clapnb.lmaczs import TERMS
     train = pd.DataFrame(getattr(history, "train", history))
     val = pd.DataFrame(getattr(history, "val", []))
     terms = [c for c in (terms or TERMS) if c in train and (weights is None or getattr(weights, c, 1))]

@@ -80,3 +80,19 @@ def test_loss_history_gets_one_panel_per_term_plus_total_and_masks():
     axes = viz.plot_loss_history(steps[:3])
     assert [ax.get_title() for ax in axes][:2] == ["sim", "out"]
     plt.close(axes[0].figure)
+
+
+def test_explanation_figure_shows_as_png_without_pyplot():
+    import torch
+    from matplotlib.figure import Figure
+
+    from clapnb.lmaczs import Explanation
+    fields = Explanation.__dataclass_fields__
+    assert {"magnitude", "mask", "prompts", "sample_rate"} <= set(fields)
+    ex = type("Ex", (), {"magnitude": torch.rand(65, 20), "mask": torch.rand(2, 65, 20),
+                         "prompts": ["a", "b"], "sample_rate": 16_000})()
+    fig = viz.explanation_figure(ex, 256, ["first", "second"])
+    assert isinstance(fig, Figure) and fig not in map(plt.figure, plt.get_fignums())
+    assert [ax.get_title() for ax in fig.axes] == ["original", "first", "second"]
+    png = fig._repr_png_()  # what display(fig) shows, before pyplot's inline backend exists
+    assert png.startswith(b"\x89PNG")
