@@ -33,6 +33,7 @@ is opened with network, and read as TeX source without.
 from __future__ import annotations
 
 import argparse
+import functools
 import html
 import json
 import re
@@ -223,6 +224,7 @@ def prepare(nb, page: NotebookPage) -> None:
     nb.metadata.pop("widgets", None)
 
 
+@functools.lru_cache(maxsize=1)
 def exporter() -> HTMLExporter:
     remove = TagRemovePreprocessor(remove_input_tags={"claim-check"})
     exp = HTMLExporter(template_name="lab", template_file="clapnb_site.html.j2",
