@@ -169,7 +169,9 @@ def lmaczs_section(recs: dict) -> str:
                           else f"{r['methods'][m][condition][k]:.2f}"
                           for k in ("AI", "AD", "AG", "FF", "Fid-In", "SPS", "COMP", "MM"))]
                     for m in names]
-            parts.append(f"**Faithfulness, {condition}** (offline: TinyCLAP, {r['n_clips']} synthetic clips; "
+            label = {"in-domain": "in-domain", "mix": "out-of-domain, each clip mixed 0.8 / 0.2 with a clip "
+                     "of another class", "noise": "out-of-domain, each clip mixed 0.8 / 0.2 with white noise"}[condition]
+            parts.append(f"**Faithfulness, {label}** (offline: TinyCLAP, {r['n_clips']} synthetic clips; "
                          f"zero-shot accuracy {r['accuracy'][condition]:.3f}; online: {ONLINE}; "
                          "paper B: not readable):\n\n"
                          + table(["method", "AI ↑", "AD ↓", "AG ↑", "FF ↑", "Fid-In ↑", "SPS ↑", "COMP ↓", "MM"],
