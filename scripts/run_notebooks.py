@@ -3,6 +3,10 @@
 Usage: ``python scripts/run_notebooks.py [--out executed] [--timeout 600] [NOTEBOOK ...]``
 (``make run`` calls this with ``CLAPNB_OFFLINE=1``). Prints one line per notebook
 (status, wall time, the model banner's mode) and exits non-zero if any failed.
+
+Each copy is signed as trusted for the user who ran it (``nbformat.sign``, as
+``jupyter trust`` does): JupyterLab then plays its audio and shows its outputs as they
+are. A copy from anyone else stays untrusted until you trust it yourself.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from nbformat.sign import NotebookNotary
 from nbclient.exceptions import CellExecutionError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +46,7 @@ def run(path: Path, out_dir: Path, timeout: int) -> bool:
         error = str(e).strip().splitlines()[-1][:160]
     seconds = time.perf_counter() - start
     out_dir.mkdir(parents=True, exist_ok=True)
+    NotebookNotary().sign(nb)   # we just executed it: its outputs are our own
     nbformat.write(nb, out_dir / path.name)
     status = "FAILED" if error else "ok"
     print(f"{path.name:<34} {status:<6} {seconds:6.1f} s  {_mode(nb) or error}", flush=True)
