@@ -52,6 +52,7 @@ from nbconvert.preprocessors import TagRemovePreprocessor
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+from notebook_template import offline_time  # noqa: E402  (the README's and headers' wording)
 
 #: the docs pages, in the order the index lists them: (file in docs/, what it is)
 DOCS = (
@@ -354,8 +355,8 @@ def build(out: Path, notebooks: list[tuple[Path, NotebookPage]], course: dict,
         extra = []
         if e.get("teaches"):
             extra.append(html.escape(e["teaches"]))
-        if e.get("minutes_offline"):
-            extra.append(f'<span class="meta">~{e["minutes_offline"]} min offline (CPU)</span>')
+        if e.get("seconds_offline"):
+            extra.append(f'<span class="meta">~{offline_time(e)} offline (CPU)</span>')
         items.append(f'<li><a href="notebooks/{path.name.replace(".ipynb", ".html")}">'
                      f'{html.escape(pg.title)}</a><br>{" · ".join(extra)}</li>')
     kit = "".join(f'<li><a href="docs/{n.replace(".md", ".html")}">{html.escape(what.split(":")[0])}</a>'

@@ -25,13 +25,20 @@ README = ROOT / "README.md"
 TABLE_START, TABLE_END = "<!-- notebooks:start -->", "<!-- notebooks:end -->"
 
 
+def offline_time(nb: dict) -> str:
+    """``"20 s"`` or ``"2 min"``: the measured offline wall time (``seconds_offline``, from
+    ``make run`` on an idle 2-core machine), to the nearest 5 s below 90 s."""
+    seconds = nb["seconds_offline"]
+    return f"{max(5, 5 * round(seconds / 5))} s" if seconds < 90 else f"{round(seconds / 60)} min"
+
+
 def header(course: dict, nb: dict) -> str:
     badge = (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
              f"(https://colab.research.google.com/github/{course['repository']}/blob/"
              f"{course['git_ref']}/notebooks/{nb['file']})")
     learn = "\n".join(f"- {item}" for item in nb["learn"])
     return (f"# {nb['title']}\n\n{badge}\n\n**What you will learn**\n\n{learn}\n\n"
-            f"**Time to run:** about {nb['minutes_offline']} min offline on a laptop CPU, "
+            f"**Time to run:** about {offline_time(nb)} offline on a laptop CPU, "
             f"{nb['minutes_colab']} min in Colab with LAION-CLAP on a GPU.  \n"
             f"**Level:** {nb['level']}.  \n**Before this:** {nb['before']}")
 
@@ -110,7 +117,7 @@ def readme_table(course: dict) -> str:
     rows = ["| notebook | what it teaches | offline (CPU) | Colab (GPU) |", "|---|---|---|---|"]
     for nb in course["notebooks"]:
         rows.append(f"| [{nb['title']}](notebooks/{nb['file']}) | {nb['teaches']} | "
-                    f"~{nb['minutes_offline']} min | ~{nb['minutes_colab']} min |")
+                    f"~{offline_time(nb)} | ~{nb['minutes_colab']} min |")
     return "\n".join(rows)
 
 
