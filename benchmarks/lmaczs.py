@@ -5,7 +5,11 @@
 Scenes of 2-3 events from a seed neither TinyCLAP nor the decoder saw. For
 each scene, every class prompt ("This is a sound of {class}.") gets a mask;
 see :func:`clapnb.lmaczs.ground_truth_scores` for the definitions of
-``gt_auc``, ``absent_to_present_mask_ratio`` and ``fid_in``. ``explain_ms`` is
+``gt_auc``, ``prompt_auc`` (event-dominated bins only: the prompted event's against the
+other events'), the same two for a prompt-blind loudness map (``loudness_gt_auc``,
+``loudness_prompt_auc``), ``absent_to_present_mask_ratio`` and ``fid_in``. A map that
+explains the prompt must beat loudness on ``prompt_auc``; on ``gt_auc`` loudness does as
+well, since most of that score is telling events from background. ``explain_ms`` is
 the median wall time of ``lmaczs.explain`` for one 5-second clip and one prompt
 on the CPU (1 thread and 2 threads). The last line printed is one JSON object.
 """
@@ -22,8 +26,8 @@ import torch
 from clapnb import lmaczs, synth
 from clapnb.tiny import load_tiny
 
-TARGETS = {"gt_auc": (">=", 0.80), "absent_to_present_mask_ratio": ("<=", 0.5),
-           "fid_in": (">=", 0.85)}
+TARGETS = {"gt_auc": (">=", 0.80), "prompt_auc": (">=", 0.75),
+           "absent_to_present_mask_ratio": ("<=", 0.5), "fid_in": (">=", 0.85)}
 
 
 def explain_ms(model, decoder, audio: np.ndarray, repeats: int = 20) -> float:
@@ -57,6 +61,9 @@ def main() -> None:
     for key, (op, target) in TARGETS.items():
         ok = result[key] >= target if op == ">=" else result[key] <= target
         print(f"{key:32s} {result[key]:.3f}  target {op} {target}  {'ok' if ok else 'MISSED'}")
+    margin = result["prompt_auc"] - result["loudness_prompt_auc"]
+    print(f"{'prompt_auc - loudness_prompt_auc':32s} {margin:.3f}  target >= 0.15  "
+          f"{'ok' if margin >= 0.15 else 'MISSED'}")
     print(f"{'explain_ms':32s} {result['explain_ms']:.1f} ms (1 thread), "
           f"{result['explain_ms_2_threads']:.1f} ms (2 threads)")
     print(json.dumps(result))

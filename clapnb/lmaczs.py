@@ -82,7 +82,7 @@ from torch import nn
 
 from clapnb.audio import AudioInput
 from clapnb.cache import atomic_write, cache_dir, load_float_state, save_half_state
-from clapnb.metrics import roc_auc
+from clapnb.metrics import loudness_map, prompt_auc, roc_auc
 from clapnb.model import AudioEncoding, ClapModel, check_texts
 from clapnb.registry import decoder_scenes, shipped_decoder
 from clapnb.synth import event_masks
@@ -688,11 +688,16 @@ def ground_truth_scores(model: ClapModel, decoder: MaskDecoder, scenes, class_na
     For each scene, the mask of every class prompt is computed. Returns:
         gt_auc: mean ROC-AUC of a present event's mask against its ground-truth
             time-frequency mask (``synth.event_masks``), over all present events;
+        prompt_auc: the same over the bins some event dominates only
+            (:func:`clapnb.metrics.prompt_auc`): does the map pick the prompted event's
+            bins over the other events'? (scenes of two or more events);
+        loudness_gt_auc, loudness_prompt_auc: both for a prompt-blind loudness map
+            (:func:`clapnb.metrics.loudness_map`), the baseline a map must beat;
         absent_to_present_mask_ratio: mean mask of absent classes' prompts over
             that of present classes' prompts;
         fid_in: share of scenes whose zero-shot prediction (over ``class_names``) is
             unchanged when only the predicted class's masked-in audio is kept;
-        present_mask_mean, absent_mask_mean, n_scenes, n_events.
+        present_mask_mean, absent_mask_mean, n_scenes, n_events, n_prompt_events.
     """
     check_decoder(model, decoder)
     if scenes.events is None:
@@ -706,6 +711,7 @@ def ground_truth_scores(model: ClapModel, decoder: MaskDecoder, scenes, class_na
                          "(e.g. clapnb.synth.CLASSES)")
     text = model.embed_text([template.format(c) for c in class_names])
     aucs, present, absent, same = [], [], [], []
+    loud_aucs, prompt_aucs, loud_prompt_aucs = [], [], []
     for i in progress_bar(range(len(scenes)), desc="scoring maps", disable=not progress):
         magnitude = model.spectrogram([scenes.audio(i)], scenes.sample_rate).abs()
         with torch.no_grad():
@@ -717,13 +723,23 @@ def ground_truth_scores(model: ClapModel, decoder: MaskDecoder, scenes, class_na
         labels = [e.label for e in scenes.events[i]]
         truth = event_masks(scenes, i, model.stft_config)
         means = masks.mean(dim=(1, 2)).cpu().numpy()
-        for label, gt in zip(labels, truth):
+        loudness = loudness_map(magnitude[0])
+        for k, (label, gt) in enumerate(zip(labels, truth)):
             c = class_names.index(label)
             if gt.any() and not gt.all():
                 aucs.append(roc_auc(masks[c], gt))
+                loud_aucs.append(roc_auc(loudness, gt))
+            if gt.any() and (truth.any(axis=0) & ~gt).any():   # another event has bins too
+                prompt_aucs.append(prompt_auc(masks[c], truth, k))
+                loud_prompt_aucs.append(prompt_auc(loudness, truth, k))
             present.append(means[c])
         absent.extend(means[c] for c, name in enumerate(class_names) if name not in labels)
+    nan = float("nan")   # no scene with two events that both dominate some bins
     return {"gt_auc": float(np.mean(aucs)),
+            "prompt_auc": float(np.mean(prompt_aucs)) if prompt_aucs else nan,
+            "loudness_gt_auc": float(np.mean(loud_aucs)),
+            "loudness_prompt_auc": float(np.mean(loud_prompt_aucs)) if loud_prompt_aucs else nan,
             "absent_to_present_mask_ratio": float(np.mean(absent) / max(np.mean(present), 1e-12)),
             "present_mask_mean": float(np.mean(present)), "absent_mask_mean": float(np.mean(absent)),
-            "fid_in": float(np.mean(same)), "n_scenes": len(scenes), "n_events": len(present)}
+            "fid_in": float(np.mean(same)), "n_scenes": len(scenes), "n_events": len(present),
+            "n_prompt_events": len(prompt_aucs)}

@@ -137,6 +137,32 @@ def roc_auc(mask, truth) -> float:
     return float(roc_auc_score(t.ravel(), m.ravel().astype(np.float64)))
 
 
+def prompt_auc(mask, truths, k: int) -> float:
+    """Does a map pick the *prompted* event's bins over the other events' bins?
+
+    ``mask (F, T)`` is the map for event ``k``'s prompt; ``truths (E, F, T)`` bool, where
+    each event dominates (``synth.event_masks``; they never overlap). The ROC-AUC of the
+    mask over the bins some event dominates, with event ``k``'s as positives: 0.5 means
+    the map cannot tell the events apart, as a prompt-blind map (loudness) mostly cannot.
+    Plain :func:`roc_auc` also rewards separating events from background, which needs
+    no prompt. Needs bins of event ``k`` and of at least one other event.
+    """
+    t = np.asarray(truths, dtype=bool)
+    m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    if t.ndim != 3 or not 0 <= k < len(t):
+        raise ValueError(f"truths must be (E, F, T) with event {k} among them, got shape {t.shape}")
+    dominated = t.any(axis=0)
+    return roc_auc(m[dominated], t[k][dominated])
+
+
+def loudness_map(magnitude, floor_db: float = -80.0) -> np.ndarray:
+    """A prompt-blind baseline map: the clip's level in dB relative to its loudest bin,
+    scaled from ``floor_db`` (0) to 0 dB (1). ``magnitude (F, T)`` linear -> ``(F, T)``."""
+    m = magnitude.detach().cpu().numpy() if isinstance(magnitude, torch.Tensor) else np.asarray(magnitude)
+    db = 20 * np.log10(np.maximum(m, 1e-10) / max(float(m.max()), 1e-10))
+    return (np.maximum(db, floor_db) - floor_db) / -floor_db
+
+
 # ---------------------------------------------------------------------------------
 # Everything at once, with the model
 # ---------------------------------------------------------------------------------

@@ -316,3 +316,15 @@ def test_scene_batches_use_captions_where_scenes_know_no_events(model):
     _, named = lmaczs.SceneBatches(model, scenes, batch_size=2, seed=0, progress=False)(0)
     labels = {e.label for ev in scenes.events for e in ev}
     assert all(any(label in p for label in labels) for p in named)
+
+
+def test_ground_truth_scores_set_the_map_against_a_loudness_baseline(model):
+    scenes = synth.load_synthetic_scenes(n=3, seed=5, min_events=2, max_events=2)
+    scores = lmaczs.ground_truth_scores(model, lmaczs.load_decoder(model), scenes, synth.CLASSES,
+                                        progress=False)
+    assert scores["n_prompt_events"] > 0
+    for key in ("gt_auc", "prompt_auc", "loudness_gt_auc", "loudness_prompt_auc"):
+        assert 0.0 <= scores[key] <= 1.0, key
+    # loudness is blind to the prompt: two events' prompts get the same map, so their
+    # prompt AUCs add up to 1 in a two-event scene (ties count half): their mean is 0.5
+    assert scores["loudness_prompt_auc"] == pytest.approx(0.5, abs=1e-9)

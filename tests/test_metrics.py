@@ -408,3 +408,27 @@ def test_ground_truth_auc_needs_scenes_with_events():
                                          "synthetic scenes"):
         metrics.ground_truth_auc(SumModel(), None, SimpleNamespace(name="clotho", events=None),
                                  PROMPTS, [])
+
+
+def test_prompt_auc_ranks_only_the_bins_some_event_dominates():
+    truths = np.zeros((2, 2, 4), dtype=bool)
+    truths[0, 0, :2] = True          # event 0: two bins
+    truths[1, 1, 2:] = True          # event 1: two bins; the other four bins are background
+    mask = np.array([[0.9, 0.2, 0.0, 0.0],
+                     [1.0, 1.0, 0.5, 0.1]])
+    # over all bins: 0.9 beats 4 of the 6 others, 0.2 beats 3 (the loud background counts)
+    assert metrics.roc_auc(mask, truths[0]) == pytest.approx(7 / 12)
+    # among dominated bins only: event 0 (0.9, 0.2) against event 1 (0.5, 0.1): 3 of 4 pairs
+    assert metrics.prompt_auc(mask, truths, 0) == pytest.approx(0.75)
+    assert metrics.prompt_auc(mask, truths, 1) == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="all True or all False"):
+        metrics.prompt_auc(mask, truths[:1], 0)      # no other event to tell apart
+    with pytest.raises(ValueError, match=r"\(E, F, T\)"):
+        metrics.prompt_auc(mask, truths[0], 0)
+
+
+def test_loudness_map_is_the_level_in_db_scaled_to_0_1():
+    magnitude = torch.tensor([[1.0, 0.1], [0.01, 0.0]])
+    loud = metrics.loudness_map(magnitude)
+    np.testing.assert_allclose(loud, [[1.0, 0.75], [0.5, 0.0]], atol=1e-6)
+    np.testing.assert_allclose(metrics.loudness_map(magnitude, floor_db=-40), [[1, 0.5], [0, 0]], atol=1e-6)
