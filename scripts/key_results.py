@@ -151,6 +151,13 @@ def lmaczs_section(recs: dict) -> str:
             ["measure", f"offline: TinyCLAP + shipped decoder, {r['n_scenes']} synthetic scenes "
                         f"({r['n_events']} events)", "online: a real CLAP", "paper B (published)"],
             [["ground-truth ROC-AUC of the maps", f"{r['gt_auc']:.3f}", "no ground truth", "no ground truth"],
+             *([["ground-truth ROC-AUC of a loudness map (ignores the prompt)",
+                 f"{r['loudness_gt_auc']:.3f}", "no ground truth", "not measured"],
+                ["prompt AUC: the prompted event's bins over the other events'",
+                 f"{r['prompt_auc']:.3f}", "no ground truth", "not measured"],
+                ["prompt AUC of the loudness map (chance 0.5)",
+                 f"{r['loudness_prompt_auc']:.3f}", "no ground truth", "not measured"]]
+               if "prompt_auc" in r else []),
              ["mask size, absent / present classes' prompts", f"{r['absent_to_present_mask_ratio']:.2f}",
               ONLINE, "qualitative: masks for unrelated prompts are almost empty"],
              ["Fid-In: masked-in audio keeps the prediction", f"{r['fid_in']:.3f}", ONLINE, "not readable"],
