@@ -31,7 +31,6 @@ notebook (with widget state saved) shows a map too.
 from __future__ import annotations
 
 import base64
-import io
 import threading
 import traceback
 
@@ -49,11 +48,10 @@ def _display(data: dict) -> dict:
     return {"output_type": "display_data", "data": data, "metadata": {}}
 
 
-def _figure_png(fig) -> dict:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    return _display({"image/png": base64.b64encode(buffer.getvalue()).decode("ascii"),
-                     "text/plain": f"<explanation figure, {len(buffer.getvalue())} bytes of PNG>"})
+def _figure_png(fig: viz.InlineFigure) -> dict:
+    png = fig._repr_png_()          # the PNG IPython would show for it
+    return _display({"image/png": base64.b64encode(png).decode("ascii"),
+                     "text/plain": f"<explanation figure, {len(png)} bytes of PNG>"})
 
 
 def _error(exc: BaseException) -> dict:

@@ -724,12 +724,13 @@ def ground_truth_scores(model: ClapModel, decoder: MaskDecoder, scenes, class_na
         truth = event_masks(scenes, i, model.stft_config)
         means = masks.mean(dim=(1, 2)).cpu().numpy()
         loudness = loudness_map(magnitude[0])
+        dominated = truth.any(axis=0)            # bins some event dominates
         for k, (label, gt) in enumerate(zip(labels, truth)):
             c = class_names.index(label)
             if gt.any() and not gt.all():
                 aucs.append(roc_auc(masks[c], gt))
                 loud_aucs.append(roc_auc(loudness, gt))
-            if gt.any() and (truth.any(axis=0) & ~gt).any():   # another event has bins too
+            if gt.any() and (dominated & ~gt).any():   # another event has bins too
                 prompt_aucs.append(prompt_auc(masks[c], truth, k))
                 loud_prompt_aucs.append(prompt_auc(loudness, truth, k))
             present.append(means[c])

@@ -79,8 +79,12 @@ def input_fidelity(predicted, predicted_in) -> np.ndarray:
 # ---------------------------------------------------------------------------------
 # Shape of the mask
 # ---------------------------------------------------------------------------------
+def _np(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
 def _flat_masks(masks) -> np.ndarray:
-    m = masks.detach().cpu().numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
+    m = _np(masks)
     if m.ndim < 2:
         raise ValueError(f"masks must be (N, ...) with one mask per clip, got shape {m.shape}")
     return np.abs(m.reshape(len(m), -1).astype(np.float64))
@@ -119,7 +123,7 @@ def complexity(masks) -> np.ndarray:
 
 def mask_mean(masks) -> np.ndarray:
     """MM: the mean of each mask, ``(N, ...) -> (N,)``."""
-    m = masks.detach().cpu().numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
+    m = _np(masks)
     return m.reshape(len(m), -1).astype(np.float64).mean(axis=1)
 
 
@@ -127,7 +131,7 @@ def roc_auc(mask, truth) -> float:
     """How well a soft mask ``(F, T)`` ranks the bins of a ground-truth bool mask ``(F, T)``:
     the ROC-AUC (0.5 = chance, 1 = every true bin scores above every other bin)."""
     from sklearn.metrics import roc_auc_score
-    m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    m = _np(mask)
     t = np.asarray(truth, dtype=bool)
     if m.shape != t.shape:
         raise ValueError(f"mask {m.shape} and ground truth {t.shape} differ in shape; both must be "
@@ -148,19 +152,24 @@ def prompt_auc(mask, truths, k: int) -> float:
     no prompt. Needs bins of event ``k`` and of at least one other event.
     """
     t = np.asarray(truths, dtype=bool)
-    m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    m = _np(mask)
     if t.ndim != 3 or not 0 <= k < len(t):
         raise ValueError(f"truths must be (E, F, T) with event {k} among them, got shape {t.shape}")
     dominated = t.any(axis=0)
     return roc_auc(m[dominated], t[k][dominated])
 
 
-def loudness_map(magnitude, floor_db: float = -80.0) -> np.ndarray:
-    """A prompt-blind baseline map: the clip's level in dB relative to its loudest bin,
-    scaled from ``floor_db`` (0) to 0 dB (1). ``magnitude (F, T)`` linear -> ``(F, T)``."""
-    m = magnitude.detach().cpu().numpy() if isinstance(magnitude, torch.Tensor) else np.asarray(magnitude)
+def level_db(magnitude, floor_db: float = -80.0) -> np.ndarray:
+    """Linear magnitude ``(F, T)`` -> decibels relative to its maximum, floored at ``floor_db``."""
+    m = _np(magnitude)
     db = 20 * np.log10(np.maximum(m, 1e-10) / max(float(m.max()), 1e-10))
-    return (np.maximum(db, floor_db) - floor_db) / -floor_db
+    return np.maximum(db, floor_db)
+
+
+def loudness_map(magnitude, floor_db: float = -80.0) -> np.ndarray:
+    """A prompt-blind baseline map: the clip's level in dB relative to its loudest bin
+    (:func:`level_db`), scaled from ``floor_db`` (0) to 0 dB (1). ``(F, T) -> (F, T)``."""
+    return (level_db(magnitude, floor_db) - floor_db) / -floor_db
 
 
 # ---------------------------------------------------------------------------------

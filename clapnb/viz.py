@@ -14,6 +14,7 @@ import torch
 from matplotlib.figure import Figure
 
 from clapnb.lmaczs import TERMS
+from clapnb.metrics import level_db
 
 
 def _np(x) -> np.ndarray:
@@ -44,10 +45,9 @@ def players(waveforms: Sequence, sample_rate: int, titles: Sequence[str]):
 
 
 def spectrogram_db(magnitude, floor_db: float = -80.0) -> np.ndarray:
-    """Linear magnitude ``(F, T)`` -> decibels relative to the maximum, floored."""
-    m = _np(magnitude)
-    db = 20 * np.log10(np.maximum(m, 1e-10) / max(m.max(), 1e-10))
-    return np.maximum(db, floor_db)
+    """Linear magnitude ``(F, T)`` -> decibels relative to the maximum, floored
+    (:func:`clapnb.metrics.level_db`, the level the loudness baseline map uses too)."""
+    return level_db(magnitude, floor_db)
 
 
 #: the colour of mask overlays (cyan reads well on the magma spectrogram)
