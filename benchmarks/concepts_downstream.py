@@ -10,9 +10,15 @@ filtered to the words TinyCLAP knows:
 * top-3 ground truth: share of clips whose 3 strongest concepts hold the class name,
   or the class name or one of its ``synth.CONCEPTS`` words;
 * caption <-> scene retrieval (R@1, R@5, R@10, mAP@10), dense vs concepts;
+* the sparsity trade-off on the full baseline vocabulary: zero-shot accuracy of
+  reconstructions with about 3, 10 and 30 concepts per clip (``target_l0``) minus
+  the dense accuracy;
 * fine-tuning (a linear map H, 5-fold cross-validation): dense / concept, zero-shot /
   fine-tuned accuracy and mean cosine to the clip's own prompt.
 
+Targets (issue 15): concept_minus_dense_l0_3 at most -0.03 (few concepts lose
+accuracy), concept_minus_dense_l0_30 at least -0.01 (about 30 recover it),
+finetune_gain_dense and finetune_gain_concept at least 0.03 each.
 The last line printed is one JSON object.
 """
 
@@ -35,6 +41,8 @@ from clapnb.zeroshot import bootstrap_ci, class_prompts, zero_shot
 
 VOCABULARIES = ("baseline", "pruned", "clustered")
 LAMS = (1.0, 0.25, 0.1, 0.02)
+#: concepts per clip for the sparsity trade-off
+TARGET_L0 = (3, 10, 30)
 
 
 def ci(scores: dict, name: str) -> str:
@@ -98,6 +106,18 @@ def main(argv: list[str] | None = None) -> dict:
         out[name] = {"words": len(vocab), "zero_shot": zs.to_dict("records"),
                      "retrieval": ret.to_dict("records")}
 
+    # the sparsity trade-off: a fixed number of concepts per clip, full baseline vocabulary
+    print("\nsparsity trade-off (baseline vocabulary, concepts per clip fixed)")
+    out["by_l0"] = {}
+    for k in TARGET_L0:
+        dec = decomposers["baseline"](audio, target_l0=k, progress=False,
+                                      audio_mean=embedding_mean(audio))
+        acc = concepts.zero_shot_scores(dec.reconstruction, prompts, clips.labels, scale)
+        out["by_l0"][k] = {"l0": float(dec.l0.float().mean()), **acc}
+        out[f"concept_minus_dense_l0_{k}"] = round(acc["accuracy"] - dense["accuracy"], 4)
+        print(f"  l0 {float(dec.l0.float().mean()):5.1f}: zero-shot {ci(acc, 'accuracy')}, "
+              f"concept - dense {acc['accuracy'] - dense['accuracy']:+.3f}")
+
     # fine-tuning, 5-fold cross-validation, pruned vocabulary, lam 0.1
     decomposer, lam = decomposers["pruned"], 0.1
     own = prompts[clips.labels] / np.linalg.norm(prompts[clips.labels], axis=1, keepdims=True)
@@ -126,6 +146,13 @@ def main(argv: list[str] | None = None) -> dict:
               f"{cosine[n].mean():.3f}")
         out["finetune"][n] = {"accuracy": mean, "low": low, "high": high,
                               "cosine": float(cosine[n].mean())}
+    ft = out["finetune"]
+    out["finetune_gain_dense"] = round(ft["dense fine-tuned"]["accuracy"]
+                                       - ft["dense zero-shot"]["accuracy"], 4)
+    out["finetune_gain_concept"] = round(ft["concept fine-tuned"]["accuracy"]
+                                         - ft["concept zero-shot"]["accuracy"], 4)
+    print(f"fine-tuning gains: dense {out['finetune_gain_dense']:+.3f}, concept "
+          f"{out['finetune_gain_concept']:+.3f}")
     out["seconds"] = round(time.perf_counter() - start, 1)
     print(f"\n{out['seconds']} s")
     print(json.dumps(out))

@@ -258,11 +258,16 @@ def score_explainer(model: ClapModel, explainer, magnitude: torch.Tensor,
 
 
 def ground_truth_auc(model: ClapModel, explainer, scenes, prompt_emb: torch.Tensor,
-                     class_names: list[str]) -> np.ndarray:
+                     class_names: list[str], prompt: bool = False) -> np.ndarray:
     """Offline only (synthetic scenes know where each event is): for every event of every
     scene, the ROC-AUC of the mask for that event's class prompt against the event's
     ground-truth time-frequency mask (``synth.event_masks``). Returns ``(n_events,)``;
-    events that dominate no bin (or every bin) are skipped."""
+    events that dominate no bin (or every bin) are skipped.
+
+    ``prompt=True`` scores :func:`prompt_auc` instead (only the bins some event
+    dominates: does the map pick the prompted event over the others?); events need
+    bins of their own and another event's.
+    """
     if scenes.events is None:
         raise ValueError(f"{scenes.name!r} has no ground-truth events; this check needs "
                          "synthetic scenes (clapnb.synth.load_synthetic_scenes)")
@@ -270,11 +275,14 @@ def ground_truth_auc(model: ClapModel, explainer, scenes, prompt_emb: torch.Tens
     for i in range(len(scenes)):
         labels = [e.label for e in scenes.events[i]]
         truth = event_masks(scenes, i, model.stft_config)
-        keep = [k for k, gt in enumerate(truth) if gt.any() and not gt.all()]
+        others = [truth[:k].any() or truth[k + 1:].any() for k in range(len(truth))]
+        keep = [k for k, gt in enumerate(truth) if gt.any() and not gt.all()
+                and (others[k] or not prompt)]
         if not keep:
             continue
         magnitude = model.spectrogram([scenes.audio(i)], sample_rate=scenes.sample_rate).abs().cpu()
         target = torch.tensor([class_names.index(labels[k]) for k in keep])
         masks = explainer(model, magnitude.expand(len(keep), -1, -1), prompt_emb, target)
-        aucs.extend(roc_auc(masks[j], truth[k]) for j, k in enumerate(keep))
+        aucs.extend(prompt_auc(masks[j], truth, k) if prompt else roc_auc(masks[j], truth[k])
+                    for j, k in enumerate(keep))
     return np.array(aucs)

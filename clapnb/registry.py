@@ -48,11 +48,18 @@ class GroundTruth:
     event_masks: ``(scenes, i, stft_config) -> [(F, T) bool]``, one time-frequency
         mask per event of scene ``i``, on the model's STFT grid.
     concepts: class name -> the concept words that describe it.
+    held_out_clips: ``(n_per_class, seed) -> ClipSet`` of classes the model never
+        trained on (neither their audio nor their names).
+    descriptions: held-out class -> a prompt in words the model did learn.
+    families: class name -> its acoustic family (classes of one family sound alike).
     """
 
     scenes: Callable[..., SceneSet]
     event_masks: Callable[[SceneSet, int, StftConfig], list[np.ndarray]]
     concepts: Mapping[str, Sequence[str]]
+    held_out_clips: Callable[[int, int], ClipSet]
+    descriptions: Mapping[str, str]
+    families: Mapping[str, str]
 
 
 @dataclass(frozen=True)
@@ -125,8 +132,13 @@ def _synthetic_truth_scenes(n: int = 100, seed: int = 0, min_events: int = 2,
     return synth.load_synthetic_scenes(n=n, seed=seed, min_events=min_events, max_events=max_events)
 
 
+def _held_out_clips(n_per_class: int = 20, seed: int = 0) -> ClipSet:
+    return synth.load_synthetic_clips(n_per_class=n_per_class, seed=seed, classes=synth.HELD_OUT)
+
+
 SYNTHETIC_TRUTH = GroundTruth(scenes=_synthetic_truth_scenes, event_masks=synth.event_masks,
-                              concepts=synth.CONCEPTS)
+                              concepts=synth.CONCEPTS, held_out_clips=_held_out_clips,
+                              descriptions=synth.DESCRIPTIONS, families=synth.FAMILIES)
 
 
 def _backends() -> dict[str, Backend]:

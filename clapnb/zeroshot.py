@@ -37,6 +37,20 @@ def cosine_matrix(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) ->
     return a @ b.T
 
 
+def modality_gap(audio_emb: np.ndarray | torch.Tensor, text_emb: np.ndarray | torch.Tensor
+                 ) -> float:
+    """The modality gap as Liang et al. (2022) define it: the distance between the mean
+    audio embedding and the mean text embedding, ``||mean(audio) - mean(text)||``.
+
+    Pass paired embeddings (``(N, D)`` each, row i of text describing row i of audio),
+    unit-norm; 0 means the two clouds share a centre, 2 is the largest possible.
+    """
+    audio, text = _np(audio_emb).astype(np.float64), _np(text_emb).astype(np.float64)
+    if audio.ndim != 2 or audio.shape != text.shape:
+        raise ValueError(f"need paired (N, D) embeddings, got {audio.shape} and {text.shape}")
+    return float(np.linalg.norm(audio.mean(0) - text.mean(0)))
+
+
 @dataclass
 class ZeroShotResult:
     """predictions: ``(N,)`` class index; probs: ``(N, C)`` softmax over the class prompts."""

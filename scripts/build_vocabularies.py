@@ -12,6 +12,7 @@ clotho/clotho_metadata_{development,evaluation}.csv (Freesound tags in the
     pruned_merges.tsv   which tags each pruned word merges, with their counts
     candidates.tsv      the 10,000 most frequent tags (the clustered recipe's input)
     ontology.tsv        the AudioSet class names
+    synth_tags.tsv      which baseline tags go with which synthetic class (TinyCLAP's tags)
 
 and prints the corpus statistics quoted in clapnb/vocabularies/README.md. The output
 is deterministic: rerunning it reproduces the committed files byte for byte.
@@ -23,8 +24,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from clapnb import synth
 from clapnb.vocabulary import (N_CANDIDATES, SIZES, build_baseline, build_candidates,
-                               build_ontology, clotho_tag_corpus, is_expletive, prune_tags,
+                               PAPER_SIZE, build_ontology, clotho_tag_corpus, is_expletive, normalize_tag, prune_tags,
                                tag_counts, write_merges, write_vocabulary)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,8 +66,18 @@ def build(data_dir: Path, out_dir: Path) -> None:
     for vocab in (baseline, pruned, candidates, ontology):
         write_vocabulary(vocab, out_dir / f"{vocab.name}.tsv")
     write_merges(pruning, out_dir / "pruned_merges.tsv", size=len(pruned))
-    print(f"wrote baseline.tsv, pruned.tsv, pruned_merges.tsv, candidates.tsv, ontology.tsv "
-          f"to {out_dir}")
+    rows = synth.assign_tag_words([[normalize_tag(t) for t in tags] for tags in corpus],
+                                  list(baseline.words[:PAPER_SIZE]))
+    _write_rows(out_dir / "synth_tags.tsv", ["tag", "class", "count"], rows)
+    print(f"synth_tags: {len(rows):,} of the first {PAPER_SIZE:,} baseline tags go with one of "
+          f"{len(synth.CLASSES)} synthetic classes")
+    print(f"wrote baseline.tsv, pruned.tsv, pruned_merges.tsv, candidates.tsv, ontology.tsv, "
+          f"synth_tags.tsv to {out_dir}")
+
+
+def _write_rows(path: Path, header: list[str], rows: list[tuple]) -> None:
+    text = "\n".join("\t".join(map(str, r)) for r in [tuple(header), *rows]) + "\n"
+    path.write_text(text, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> None:

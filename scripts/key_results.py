@@ -113,6 +113,16 @@ def concepts_section(recs: dict) -> str:
         ["the class name is among a clip's 3 strongest concepts", rci(zs, "class_name"),
          "no ground truth", "not reported"],
     ]
+    if "concept_minus_dense_l0_3" in r:
+        rows += [
+            ["zero-shot accuracy, concepts minus dense, about 3 / 10 / 30 concepts per clip "
+             "(baseline vocabulary)", " / ".join(f"{r[f'concept_minus_dense_l0_{k}']:+.3f}"
+                                                 for k in (3, 10, 30)), ONLINE,
+             "not reported per l0 (its Fig. 2 plots accuracy against λ)"],
+            ["fine-tuning gain (fine-tuned minus zero-shot), dense / concepts",
+             f"{r['finetune_gain_dense']:+.3f} / {r['finetune_gain_concept']:+.3f}", ONLINE,
+             f"ESC-50 {t3['fine-tuned dense']['ESC-50'].value - t1['dense']['ESC-50'].value:+.3f} / "
+             f"{t3['fine-tuned concept']['ESC-50'].value - t1['concept']['ESC-50'].value:+.3f}"]]
     sweep = [[v, f"{z['lam']:g}", f"{z['l0']:.1f}", f"{z['cosine']:.3f}", rci(z, "accuracy"),
               rci(z, "class_name"), rci(q, "t2a_R@1")]
              for v in ("baseline", "pruned", "clustered")
@@ -128,6 +138,15 @@ def concepts_section(recs: dict) -> str:
                  f"worst class {t['worst_class_accuracy']:.3f}; caption→scene R@1 {t['t2a_recall_at_1']:.3f}, "
                  f"R@5 {t['t2a_recall_at_5']:.3f} (a ranking that knows only each scene's classes reaches "
                  f"R@1 {t['t2a_class_set_oracle_at_1']:.3f}); logit scale {t['logit_scale']}.")
+        if "prompt_spread" in t:
+            extra += (f" Accuracy by prompt template: "
+                      + ", ".join(f"`{k}` {v:.3f}" for k, v in t["accuracy_by_template"].items())
+                      + f" (spread {t['prompt_spread']:.3f}). Classes never trained on, described in "
+                      f"words it learned: {t['heldout_class_accuracy']:.3f} (chance "
+                      f"{t['heldout_class_chance']:.3f}; by their unseen names "
+                      f"{t['heldout_by_unseen_name_accuracy']:.3f}). Baseline-2000 words it learned: "
+                      f"{t['known_vocabulary_words']}. Modality gap (distance between the mean audio and "
+                      f"the mean prompt embedding): {t['modality_gap']:.3f}.")
     return (table(head, rows) + f"\n\nOffline: {source(cd)}; 95 % bootstrap intervals in brackets. "
             f"Words each vocabulary keeps offline (those TinyCLAP knows, of 2,000): {words}." + extra +
             "\n\n**The offline λ sweep** (all three vocabularies):\n\n" +
@@ -192,7 +211,14 @@ def lmaczs_section(recs: dict) -> str:
                               for layer in layers]))
         if all("gt_auc" in r["methods"][m] for m in names):
             parts.append("**Ground-truth ROC-AUC and speed** (offline only):\n\n" + table(
-                ["method", *names], [["ground-truth ROC-AUC", *(f"{r['methods'][m]['gt_auc']:.3f}" for m in names)]])
+                ["method", *names, *(["loudness (ignores the prompt)"] if "prompt_auc" in r["methods"][names[0]]
+                                     else [])],
+                [["ground-truth ROC-AUC", *(f"{r['methods'][m]['gt_auc']:.3f}" for m in names),
+                  *([f"{r['methods']['loudness (prompt-blind)']['gt_auc']:.3f}"]
+                    if "loudness (prompt-blind)" in r["methods"] else [])],
+                 *([["prompt AUC", *(f"{r['methods'][m]['prompt_auc']:.3f}" for m in names),
+                     f"{r['methods']['loudness (prompt-blind)']['prompt_auc']:.3f}"]]
+                   if "prompt_auc" in r["methods"][names[0]] else [])])
                 + f"\n\nOne explanation of one clip: LMAC-ZS {r['lmaczs_ms']:.1f} ms, Integrated Gradients "
                   f"({r['ig_steps']} steps) {r['ig_ms']:.1f} ms ({r['ig_ms'] / r['lmaczs_ms']:.0f}x).")
         parts.append(f"Faithfulness figures: {source(fa)}.")

@@ -1,14 +1,15 @@
 """Train TinyCLAP on the synthetic sound world and write the committed weights.
 
-    python scripts/train_tinyclap.py     # about 8.5 min on 2 free CPU cores
+    python scripts/train_tinyclap.py     # about 20 min on 2 free CPU cores
 
 Writes clapnb/weights/tinyclap.pt (state dict), clapnb/weights/tinyclap.json
 (config + tokenizer vocabulary) and data/tinyclap_training_report.md.
 
-Data: a pool of single-event clips (paired with prompts "This is a sound of
-{class}.", other templates, or Freesound-style tags) and scenes of 1-3 events
-(paired with captions), drawn from training seed streams of clapnb.synth that
-held-out sets never use. Each pool item is synthesised once; its mel power is
+Data: a pool of single-event clips of the 44 training classes (paired with
+Freesound-style tags, captions, or now and then a prompt such as "This is a sound
+of {class}.") and scenes of 1-3 events (paired with captions or tags), drawn from
+training seed streams of clapnb.synth that held-out sets never use. The 6 held-out
+classes never appear, neither their audio nor their names (checked). Each pool item is synthesised once; its mel power is
 kept in memory and augmented every epoch (random gain, added noise), and its
 text is re-drawn every epoch. Loss: symmetric InfoNCE (CLIP) with soft targets,
 where every pair whose audio and text name the same set of classes counts as
@@ -39,18 +40,19 @@ from clapnb.tiny import CONFIG_FILE, WEIGHTS_FILE, TinyClap, TinyConfig, save_ti
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "data" / "tinyclap_training_report.md"
 
-#: prompt templates for single-event clips; the first is the zero-shot prompt
-PROMPTS = ["This is a sound of {}.", "a sound of {}", "{}", "the sound of {}",
-           "a recording of {}", "{} can be heard", "this is {}"]
+#: prompt templates for single-event clips, a small share of the texts (real CLAPs learn
+#: from captions and tags, not from the evaluation's templates); the first is the
+#: zero-shot prompt of both papers
+PROMPTS = ["This is a sound of {}.", "the sound of {}", "{}"]
 #: validation seeds (the benchmark uses others)
 VAL_SEED = 777
 
 
 @dataclass
 class TrainConfig:
-    clips_per_class: int = 200
-    scenes: int = 4000
-    epochs: int = 4
+    clips_per_class: int = 150
+    scenes: int = 6000
+    epochs: int = 6
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -110,19 +112,27 @@ def build_pool(cfg: TrainConfig) -> list[Item]:
 
 
 def draw_text(item: Item, rng: np.random.Generator) -> str:
-    """A text naming exactly the item's classes: prompt, tags or caption."""
+    """A text naming exactly the item's classes: prompt, Freesound-style tags or caption."""
     events = item.recipe.events
     if len(events) == 1:
         label = events[0].label
         u = rng.random()
-        if u < (0.25 if item.is_scene else 0.5):
+        if u < (0.05 if item.is_scene else 0.1):
             return PROMPTS[rng.integers(len(PROMPTS))].format(label)
-        if u < (0.4 if item.is_scene else 0.75):
-            return synth.tags(label, rng)
+        if u < (0.35 if item.is_scene else 0.6):
+            return synth.tags(label, rng, 6)
         return synth.caption(events, rng)
-    if rng.random() < 0.15:
-        return " ".join(synth.tags(e.label, rng, 2) for e in rng.permutation(list(events)))
+    if rng.random() < 0.25:
+        return " ".join(synth.tags(e.label, rng, 3) for e in rng.permutation(list(events)))
     return synth.caption(events, rng)
+
+
+def check_no_held_out(texts: list[list[str]]) -> None:
+    """Refuse to train when a held-out class name reached a training text."""
+    held = set(synth.HELD_OUT)
+    leaked = {w for epoch in texts for t in epoch for w in words(t)} & held
+    if leaked:
+        raise RuntimeError(f"held-out class names in training texts: {sorted(leaked)}")
 
 
 def augment(log_mel: torch.Tensor, cfg: TrainConfig, gen: torch.Generator,
@@ -257,6 +267,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # texts for every epoch, drawn up front: the vocabulary is every word they use
     texts = [[draw_text(it, rng) for it in pool] for _ in range(cfg.epochs)]
+    check_no_held_out(texts)
     vocabulary = sorted({w for epoch in texts for t in epoch for w in words(t)}
                         | {w for p in PROMPTS for w in words(p)})
     model = TinyClap(TinyConfig(vocabulary=vocabulary))
@@ -303,18 +314,23 @@ def write_report(cfg: TrainConfig, model: TinyClap, pool: list[Item], vocabulary
         "Held-out evaluation of the committed weights: `python benchmarks/tinyclap.py`.",
         "",
         "## Data (synthetic, `clapnb.synth`)",
-        f"- {len(synth.CLASSES)} procedurally synthesised classes: {', '.join(synth.CLASSES)}.",
+        f"- {len(synth.CLASSES)} procedurally synthesised classes in five acoustic families: "
+        f"{', '.join(synth.CLASSES)}. Held out entirely (audio and names): "
+        f"{', '.join(synth.HELD_OUT)}; no training text contains their names (checked).",
         f"- Training pool: {cfg.clips_per_class} single-event clips per class "
         f"({cfg.clips_per_class * len(synth.CLASSES)}) and {cfg.scenes} scenes of 1-3 events "
         f"({n_events.count(1)} / {n_events.count(2)} / {n_events.count(3)} with 1 / 2 / 3 events), "
-        "5 s at 16 kHz, from the training seed streams (`synth.training_clip`, "
-        "`synth.training_scene`) that held-out sets (`load_synthetic_clips/scenes(seed=...)`) "
-        "never use. Each item is synthesised once; its mel power is kept in memory.",
-        "- Texts, drawn anew every epoch: a single-event clip gets a prompt (\"This is a sound of "
-        f"{{class}}.\" or one of {len(PROMPTS) - 1} other templates, 50 %), Freesound-style tags "
-        "(the class word and/or concept words, 25 %) or a caption (25 %); a one-event scene gets "
-        "25 % prompts, 15 % tags, 60 % captions; a scene of 2-3 events a caption (85 %) or the "
-        "tags of each event (15 %).",
+        f"5 s at 16 kHz over one of four background ambiences at {synth.BACKGROUND_DB[0]:g} to "
+        f"{synth.BACKGROUND_DB[1]:g} dBFS (events at -32 to -26 dBFS), after a random recording "
+        "chain (`sounds.recording_chain`), from the "
+        "training seed streams (`synth.training_clip`, `synth.training_scene`) that held-out "
+        "sets (`load_synthetic_clips/scenes(seed=...)`) never use. Each item is synthesised "
+        "once; its mel power is kept in memory.",
+        "- Texts, drawn anew every epoch: a single-event clip gets a prompt (one of "
+        f"{', '.join(repr(p) for p in PROMPTS)}, 10 %), Freesound-style tags "
+        "(1-6 of the Clotho tags that co-occur with the class, `synth.tags`, 50 %) or a caption "
+        "(40 %); a one-event scene gets 5 % prompts, 30 % tags, 65 % captions; a scene of 2-3 "
+        "events a caption (75 %) or the tags of each event (25 %).",
         f"- Augmentation, every epoch, on the mel power: gain {cfg.gain_db[0]:+g} to "
         f"{cfg.gain_db[1]:+g} dB; with probability {cfg.noise_prob} white noise at "
         f"{cfg.snr_db[0]:g}-{cfg.snr_db[1]:g} dB SNR.",
@@ -361,25 +377,13 @@ def write_report(cfg: TrainConfig, model: TinyClap, pool: list[Item], vocabulary
         "",
         "## Held-out evaluation (`python benchmarks/tinyclap.py` on these weights)",
         f"Seed {ho['seed']}, never used in training: {ho['n_clips']} single-event clips "
-        f"({ho['n_clips'] // ho['n_classes']} per class) and {ho['n_scenes']} scenes.",
+        f"({ho['n_clips'] // ho['n_classes']} per class), clips of the {len(synth.HELD_OUT)} "
+        f"held-out classes and {ho['n_scenes']} scenes.",
         "",
         "| metric | value |",
         "|---|---|",
-        f"| zero-shot accuracy, prompt \"This is a sound of {{class}}.\" | "
-        f"{ho['zero_shot_accuracy']:.3f} (95 % CI {ho['zero_shot_ci95'][0]:.3f}-"
-        f"{ho['zero_shot_ci95'][1]:.3f}) |",
-        f"| worst class accuracy | {ho['worst_class_accuracy']:.3f} |",
-        f"| caption -> scene R@1 / R@5 / R@10 | {ho['t2a_recall_at_1']:.3f} / "
-        f"{ho['t2a_recall_at_5']:.3f} / {ho['t2a_recall_at_10']:.3f} |",
-        f"| scene -> caption R@1 / R@5 | {ho['a2t_recall_at_1']:.3f} / "
-        f"{ho['a2t_recall_at_5']:.3f} |",
-        "| concept words (bare, e.g. \"ambulance\") nearest their own class | "
-        f"{ho['concept_word_accuracy']:.3f} |",
-        "",
-        "Retrieval counts only the query's own scene as correct, although other scenes may hold "
-        "the same classes (a caption names classes, not one recording). A ranking that knows "
-        f"each scene's classes and nothing else reaches R@1 {ho['t2a_class_set_oracle_at_1']:.3f} "
-        f"and R@5 {ho['t2a_class_set_oracle_at_5']:.3f} here: the ceiling for such captions.",
+        *[f"| `{k}` | {v:.3f} |" if isinstance(v, float) else f"| `{k}` | {v} |"
+          for k, v in held_out.items() if isinstance(v, (int, float)) and k != "seed"],
         "",
         "```json",
         json.dumps(held_out),

@@ -369,6 +369,43 @@ def test_ground_truth_auc_scores_each_event_against_its_own_mask():
     np.testing.assert_allclose(aucs, expected, rtol=1e-12)
 
 
+def test_ground_truth_prompt_auc_tells_the_prompted_event_from_the_others():
+    from clapnb.synth import event_masks, load_synthetic_scenes
+    model = StftSumModel()
+    scenes = load_synthetic_scenes(n=4, seed=1, min_events=2, max_events=3)
+    classes = sorted({e.label for events in scenes.events for e in events})
+    truths = [event_masks(scenes, i, model.stft_config) for i in range(len(scenes))]
+    state = {"i": 0}
+
+    def maps(kind):
+        def explainer(m, magnitude, prompt_emb, target):
+            t = truths[state["i"]]
+            state["i"] += 1
+            own = [classes.index(e.label) for e in scenes.events[state["i"] - 1]]
+            picked = [own.index(int(c)) for c in target]
+            if kind == "own":        # the prompted event's bins: a perfect, prompt-aware map
+                out = [t[k] for k in picked]
+            elif kind == "all":      # every event's bins: a prompt-blind map
+                out = [t.any(axis=0)] * len(picked)
+            else:                    # another event's bins: the wrong event
+                out = [t[(k + 1) % len(t)] for k in picked]
+            return torch.from_numpy(np.stack(out).astype(np.float32))
+        return explainer
+
+    scores = {}
+    for kind in ("own", "all", "other"):
+        state["i"] = 0
+        scores[kind] = metrics.ground_truth_auc(model, maps(kind), scenes, PROMPTS, classes,
+                                                prompt=True)
+    assert len(scores["own"]) >= 8
+    np.testing.assert_allclose(scores["own"], 1.0)
+    np.testing.assert_allclose(scores["all"], 0.5)
+    assert scores["other"].max() < 0.5
+    # plain AUC rewards the prompt-blind map too
+    state["i"] = 0
+    assert metrics.ground_truth_auc(model, maps("all"), scenes, PROMPTS, classes).mean() > 0.9
+
+
 def test_ground_truth_auc_skips_events_without_a_region(monkeypatch):
     from clapnb import synth
     scenes = synth.load_synthetic_scenes(n=3, seed=0)        # 3, 3 and 3 events

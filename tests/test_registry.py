@@ -71,13 +71,18 @@ def test_tiny_comes_with_its_synthetic_world_decoder_and_ground_truth():
     assert registry.has_ground_truth(model) and truth.concepts is synth.CONCEPTS
     assert registry.shipped_decoder(model) == tiny.DECODER_FILE and tiny.DECODER_FILE.is_file()
     clips = clapnb.load_clips(model, max_per_class=2, seed=3)
-    assert clips.name == "synthetic-clips-v1-3" and len(clips) == 2 * len(synth.CLASSES)
+    assert clips.name == f"synthetic-clips-v{synth.VERSION}-3" and len(clips) == 2 * len(synth.CLASSES)
     scenes = clapnb.load_scenes(model, max_items=5)
     assert len(scenes) == 5 and scenes.events is not None
     train = registry.decoder_scenes(model, 3)
     assert train.name == synth.load_synthetic_scenes(n=3, seed=registry.TINY_DECODER_SEED).name
     gt = truth.scenes(n=4, seed=2, min_events=2, max_events=3)
     assert all(2 <= len(ev) <= 3 for ev in gt.events)
+    unseen = truth.held_out_clips(2, 0)
+    assert unseen.class_names == synth.HELD_OUT and len(unseen) == 2 * len(synth.HELD_OUT)
+    assert set(truth.descriptions) == set(synth.HELD_OUT)
+    assert set(truth.families) == set(synth.CLASSES) | set(synth.HELD_OUT)
+    assert not set(unseen.class_names) & set(clips.class_names)
     assert len(truth.event_masks(gt, 0, model.stft_config)) == len(gt.events[0])
 
 

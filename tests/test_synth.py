@@ -19,15 +19,34 @@ def _class_words(name: str) -> set[str]:
     return {name, *synth.CONCEPTS[name]}
 
 
-def test_classes_and_concepts():
-    assert len(synth.CLASSES) >= 16
-    assert len(set(synth.CLASSES)) == len(synth.CLASSES)
+def test_classes_families_and_concepts():
+    assert len(synth.CLASSES) >= 40 and len(synth.HELD_OUT) >= 5
+    assert len(set(synth.CLASSES + synth.HELD_OUT)) == len(synth.CLASSES) + len(synth.HELD_OUT)
     assert list(synth.CONCEPTS) == synth.CLASSES
+    # confusable families: every family has several trained members
+    families = Counter(synth.FAMILIES[c] for c in synth.CLASSES)
+    assert len(families) == 5 and min(families.values()) >= 6, families
     owners = Counter(w for name in synth.CLASSES for w in _class_words(name))
     for name, concepts in synth.CONCEPTS.items():
-        assert 3 <= len(concepts) <= 6, name
+        assert 1 <= len(concepts) <= 6, name
         # a concept word belongs to exactly one class, so it is a usable ground truth
         assert all(owners[w] == 1 for w in _class_words(name)), name
+
+
+def test_held_out_classes_never_reach_training():
+    for name in synth.HELD_OUT:
+        assert synth.sound_class(name).held_out and name not in synth.CONCEPTS
+        with pytest.raises(ValueError, match="held out"):
+            synth.training_clip(0, name)
+        # the description uses other words only
+        assert not set(words(synth.DESCRIPTIONS[name])) & set(synth.HELD_OUT)
+    rng = np.random.default_rng(0)
+    texts = [synth.tags(c, rng, 6) for c in synth.CLASSES for _ in range(20)]
+    texts += [synth.caption(synth.scene_recipe(s).events, rng) for s in range(200)]
+    assert not {w for t in texts for w in words(t)} & set(synth.HELD_OUT)
+    assert all(e.label in synth.CLASSES for s in range(200) for e in synth.scene_recipe(s).events)
+    held = synth.load_synthetic_clips(n_per_class=2, seed=0, classes=synth.HELD_OUT)
+    assert held.class_names == synth.HELD_OUT and np.isfinite(held.audio(3)).all()
 
 
 @pytest.mark.parametrize("name", ["baseline", "pruned"])
@@ -41,15 +60,40 @@ def test_class_and_concept_words_are_in_the_2000_word_vocabularies(name):
 def test_every_phrase_names_its_class_and_no_other():
     for name in synth.CLASSES:
         others = set().union(*(_class_words(o) for o in synth.CLASSES if o != name))
-        used = set()
         for noun, verbs in synth.sound_class(name).phrases:
             toks = set(words(noun))
             assert toks & _class_words(name), (name, noun)
             for verb in verbs:
                 assert not (toks | set(words(verb))) & others, (name, noun, verb)
-            used |= toks
-        # every concept word is used by some caption phrase
-        assert set(synth.CONCEPTS[name]) <= used, (name, set(synth.CONCEPTS[name]) - used)
+
+
+def test_tag_words_come_from_the_baseline_vocabulary_one_class_each():
+    vocabulary = pytest.importorskip("clapnb.vocabulary")
+    top = set(vocabulary.load_vocabulary("baseline", size=2000).words)
+    owner = {}
+    for name in synth.CLASSES:
+        table = synth.tag_words(name)
+        assert set(_class_words(name)) <= set(table), name  # names and concepts stay home
+        for w in table:
+            assert w in top and w not in owner, (name, w)
+            owner[w] = name
+    assert len(owner) >= 1000
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        text = synth.tags("siren", rng, 6).split()
+        assert 1 <= len(text) <= 7 and set(text) <= set(synth.tag_words("siren"))
+
+
+def test_assign_tag_words_by_lift_with_held_out_names_left_out():
+    corpus = [["siren", "police", "window"], ["siren", "street"], ["rain", "window"],
+              ["rain", "window", "roof"], ["city", "street"], ["doorbell", "siren", "house"]]
+    rows = {tag: (name, n) for tag, name, n in synth.assign_tag_words(
+        corpus, ["window", "street", "roof", "doorbell", "house", "unrelated", "police"])}
+    assert rows["window"] == ("rain", 2)      # 2 of 2 rain clips beat 1 of 3 siren clips
+    assert rows["roof"] == ("rain", 1)
+    assert rows["police"] == ("siren", 1)    # a concept word goes to its own class
+    assert rows["street"][0] in {"siren", "traffic"}
+    assert "doorbell" not in rows and "unrelated" not in rows
 
 
 def test_clips_are_deterministic_by_seed():
@@ -77,11 +121,17 @@ def test_clip_layout_like_esc50():
     event = synth.recipe_of(fold, 0).events[0]
     assert event.label == fold.label_name(0)
     assert 0 <= event.onset < event.offset <= synth.CLIP_SECONDS
-    assert event.duration >= 2.0
-    # the event is much louder than the background noise around it
+    assert event.duration >= 1.0
+    # the event is louder than the background ambience around it
+    recipe = synth.recipe_of(fold, 0)
     inside = x[int(event.onset * 16000):int(event.offset * 16000)]
-    assert np.sqrt(np.mean(inside ** 2)) > 10 * np.sqrt(np.mean(synth.render_background(
-        synth.recipe_of(fold, 0).background_seed, synth.recipe_of(fold, 0).background_db) ** 2))
+    assert np.sqrt(np.mean(inside ** 2)) > np.sqrt(np.mean(synth.render_background(
+        recipe.background_seed, recipe.background_db, kind=recipe.background) ** 2))
+    # backgrounds: every kind, over a spread of levels
+    recipes = [synth.recipe_of(clips, i) for i in range(len(clips))]
+    assert {r.background for r in recipes} == set(synth.sounds.AMBIENCES)
+    levels = [r.background_db for r in recipes]
+    assert min(levels) < -55 and max(levels) > -40
 
 
 def test_every_class_renders_finite_audio_quickly():

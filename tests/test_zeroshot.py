@@ -2,6 +2,9 @@ import numpy as np
 import pytest
 
 from clapnb.datasets import ClipSet
+import torch
+
+from clapnb import zeroshot
 from clapnb.zeroshot import bootstrap_ci, class_prompts, cosine_matrix, retrieval_metrics, zero_shot
 
 
@@ -50,3 +53,17 @@ def test_clipset_subset_and_fold_keep_audio_aligned():
     sub = clips.fold(2, 3).subset([1, 2])
     assert sub.clip_ids == ["c3", "c4"]
     assert sub.audio(0)[0] == 3 and sub.label_name(1) == "a"
+
+
+def test_modality_gap_is_the_distance_between_the_centroids():
+    rng = np.random.default_rng(0)
+    audio = rng.normal(size=(50, 8))
+    audio /= np.linalg.norm(audio, axis=1, keepdims=True)
+    assert zeroshot.modality_gap(audio, audio) == 0.0
+    shifted = audio + np.eye(8)[0]
+    shifted /= np.linalg.norm(shifted, axis=1, keepdims=True)
+    expected = np.linalg.norm(audio.mean(0) - shifted.mean(0))
+    assert zeroshot.modality_gap(torch.from_numpy(audio), shifted) == pytest.approx(expected)
+    assert expected > 0.1
+    with pytest.raises(ValueError, match="paired"):
+        zeroshot.modality_gap(audio, audio[:10])
