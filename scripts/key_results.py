@@ -122,7 +122,15 @@ def concepts_section(recs: dict) -> str:
             ["fine-tuning gain (fine-tuned minus zero-shot), dense / concepts",
              f"{r['finetune_gain_dense']:+.3f} / {r['finetune_gain_concept']:+.3f}", ONLINE,
              f"ESC-50 {t3['fine-tuned dense']['ESC-50'].value - t1['dense']['ESC-50'].value:+.3f} / "
-             f"{t3['fine-tuned concept']['ESC-50'].value - t1['concept']['ESC-50'].value:+.3f}"]]
+             f"{t3['fine-tuned concept']['ESC-50'].value - t1['concept']['ESC-50'].value:+.3f}"],
+            ["fine-tuning gain on the 6 classes held out of TinyCLAP's training, dense / concepts",
+             f"{r['finetune_gain_dense_heldout_classes']:+.3f} / "
+             f"{r['finetune_gain_concept_heldout_classes']:+.3f}", "no held-out classes",
+             "not applicable"],
+            ["a clip's nearest other clip is of its class (trained / held-out classes)",
+             f"{r['finetune']['nearest_clip_same_class']:.3f} / "
+             f"{r['finetune_heldout_classes']['nearest_clip_same_class']:.3f}", ONLINE,
+             "not reported"]]
     sweep = [[v, f"{z['lam']:g}", f"{z['l0']:.1f}", f"{z['cosine']:.3f}", rci(z, "accuracy"),
               rci(z, "class_name"), rci(q, "t2a_R@1")]
              for v in ("baseline", "pruned", "clustered")

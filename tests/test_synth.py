@@ -175,7 +175,11 @@ def test_scene_audio_is_the_sum_of_its_stems():
 
 def test_lone_event_mask_covers_its_energy():
     clips = synth.load_synthetic_clips(n_per_class=1, seed=2)
-    for i in range(0, len(clips), 4):
+    # clips over a quiet background (at least ~13 dB below the event): a loud ambience
+    # rightly takes the bins where the event is weaker than it
+    quiet = [i for i in range(len(clips)) if synth.recipe_of(clips, i).background_db < -45]
+    assert len(quiet) >= 10
+    for i in quiet:
         masks = synth.event_masks(clips, i, STFT)
         assert masks.shape == (1, 257, 313) and masks.dtype == bool
         stem = synth.render_event(synth.recipe_of(clips, i).events[0])
