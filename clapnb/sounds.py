@@ -479,15 +479,24 @@ def kettle(rng: Rng, n: int, sr: int) -> np.ndarray:
 
 
 # -- shaped noise: confusable with rain, wind, fire ---------------------------------
-def stream(rng: Rng, n: int, sr: int) -> np.ndarray:
-    """A babbling brook: dense small bubbles (300-1500 Hz chirps) over low rushing water."""
+def _bubbles(rng: Rng, n: int, sr: int, rate: tuple[float, float], length: tuple[float, float],
+             pitch: tuple[float, float], rise: tuple[float, float], level: tuple[float, float],
+             tau: float) -> np.ndarray:
+    """Bubbles at a random Poisson ``rate`` (per s): each a tone of ``length`` s starting at
+    ``pitch`` Hz and gliding up by a factor 1 + ``rise``, decaying with time constant ``tau``."""
     out = np.zeros(n)
-    for when in _poisson_times(rng, rng.uniform(30, 80), n / sr):
-        m = int(rng.uniform(0.01, 0.04) * sr)
+    for when in _poisson_times(rng, rng.uniform(*rate), n / sr):
+        m = int(rng.uniform(*length) * sr)
         a = int(when * sr)
         if a + m <= n:
-            f = rng.uniform(300, 1500) * (1 + np.linspace(0, rng.uniform(0.2, 1.0), m))
-            out[a:a + m] += rng.uniform(0.2, 1.0) * _tone(f, m, sr) * _decay(m, sr, 0.008)
+            f = rng.uniform(*pitch) * (1 + np.linspace(0, rng.uniform(*rise), m))
+            out[a:a + m] += rng.uniform(*level) * _tone(f, m, sr) * _decay(m, sr, tau)
+    return out
+
+
+def stream(rng: Rng, n: int, sr: int) -> np.ndarray:
+    """A babbling brook: dense small bubbles (300-1500 Hz chirps) over low rushing water."""
+    out = _bubbles(rng, n, sr, (30, 80), (0.01, 0.04), (300, 1500), (0.2, 1.0), (0.2, 1.0), 0.008)
     rush = _filter(rng.standard_normal(n), sr, 100, rng.uniform(600, 1500))
     return out + rng.uniform(0.1, 0.3) * rush
 
@@ -537,14 +546,8 @@ def steam(rng: Rng, n: int, sr: int) -> np.ndarray:
 
 
 def boiling(rng: Rng, n: int, sr: int) -> np.ndarray:
-    """A pot on the stove: low bubbles (100-400 Hz) bursting over a soft rumble."""
-    out = np.zeros(n)
-    for when in _poisson_times(rng, rng.uniform(15, 40), n / sr):
-        m = int(rng.uniform(0.02, 0.06) * sr)
-        a = int(when * sr)
-        if a + m <= n:
-            f = rng.uniform(150, 600) * (1 + np.linspace(0, rng.uniform(0.5, 2.0), m))
-            out[a:a + m] += rng.uniform(0.3, 1.0) * _tone(f, m, sr) * _decay(m, sr, 0.015)
+    """A pot on the stove: low bubbles (150-600 Hz) bursting over a soft rumble."""
+    out = _bubbles(rng, n, sr, (15, 40), (0.02, 0.06), (150, 600), (0.5, 2.0), (0.3, 1.0), 0.015)
     return out + 0.1 * _filter(rng.standard_normal(n), sr, 50, 500)
 
 
