@@ -25,9 +25,10 @@ import sys
 from pathlib import Path
 
 from clapnb import synth
-from clapnb.vocabulary import (N_CANDIDATES, SIZES, build_baseline, build_candidates,
-                               PAPER_SIZE, build_ontology, clotho_tag_corpus, is_expletive, normalize_tag, prune_tags,
-                               tag_counts, write_merges, write_vocabulary)
+from clapnb.cache import atomic_write
+from clapnb.vocabulary import (N_CANDIDATES, PAPER_SIZE, SIZES, build_baseline, build_candidates,
+                               build_ontology, clotho_tag_corpus, is_expletive, normalize_tag,
+                               prune_tags, tag_counts, write_merges, write_vocabulary)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,8 +77,10 @@ def build(data_dir: Path, out_dir: Path) -> None:
 
 
 def _write_rows(path: Path, header: list[str], rows: list[tuple]) -> None:
+    """Tab-separated rows under a header, written atomically like the other lists."""
     text = "\n".join("\t".join(map(str, r)) for r in [tuple(header), *rows]) + "\n"
-    path.write_text(text, encoding="utf-8")
+    with atomic_write(path, "wb") as f:
+        f.write(text.encode("utf-8"))
 
 
 def main(argv: list[str] | None = None) -> None:
