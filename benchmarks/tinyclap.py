@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     clips = synth.load_synthetic_clips(n_per_class=args.clips_per_class, seed=args.seed)
     audio = embed_set(model, clips)
-    result = zero_shot(audio, model.embed_text(class_prompts(clips.class_names)), model.logit_scale)
+    prompt_emb = model.embed_text(class_prompts(clips.class_names))
+    result = zero_shot(audio, prompt_emb, model.logit_scale)
     correct = result.predictions == clips.labels
     acc, low, high = bootstrap_ci(correct)
     per_class = {name: float(correct[clips.labels == c].mean())
@@ -97,9 +98,9 @@ def main(argv: list[str] | None = None) -> dict:
                                        model.logit_scale).predictions == clips.labels).mean())
                    for t in TEMPLATES}
     spread = max(by_template.values()) - min(by_template.values())
-    prompt_emb = model.embed_text(class_prompts(clips.class_names))
-    gap = modality_gap(audio, prompt_emb[torch.from_numpy(clips.labels)])
-    matched = float((audio * prompt_emb[torch.from_numpy(clips.labels)]).sum(1).mean())
+    own_prompt = prompt_emb[torch.from_numpy(clips.labels)]   # (N, D): each clip's class prompt
+    gap = modality_gap(audio, own_prompt)
+    matched = float((audio * own_prompt).sum(1).mean())
 
     held = synth.load_synthetic_clips(n_per_class=args.clips_per_class, seed=args.seed,
                                       classes=synth.HELD_OUT)
