@@ -517,7 +517,8 @@ def _tag_table() -> dict[str, tuple[list[str], np.ndarray]]:
 
 def tag_words(label: str) -> list[str]:
     """The Freesound tags that go with class ``label`` (see :func:`assign_tag_words`)."""
-    sound_class(label)
+    if sound_class(label).held_out:
+        raise ValueError(f"{label!r} is held out of training: it has no training tags")
     return list(_tag_table()[label][0])
 
 

@@ -82,6 +82,8 @@ def test_tag_words_come_from_the_baseline_vocabulary_one_class_each():
     for _ in range(50):
         text = synth.tags("siren", rng, 6).split()
         assert 1 <= len(text) <= 7 and set(text) <= set(synth.tag_words("siren"))
+    with pytest.raises(ValueError, match="held out"):
+        synth.tag_words("doorbell")
 
 
 def test_assign_tag_words_by_lift_with_held_out_names_left_out():
