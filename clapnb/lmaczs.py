@@ -349,7 +349,7 @@ class LossWeights:
     sim: float = 1.0
     sim_unrelated: float = 0.0  # u: weight of unrelated pairs inside L_sim (1: all pairs alike)
     sim_above: float = 0.0      # a: weight of masked-in similarities above the original
-    out: float = 0.1            # L_out is in squared logits: it is large until masks cover the sound
+    out: float = 0.05           # L_out is in squared logits: it is large until masks cover the sound
     l1: float = 1.0
     tv: float = 0.0
     div: float = 2.0
@@ -440,10 +440,18 @@ CLASS_TEMPLATES = ("This is a sound of {}.", "{}", "the sound of {}", "{} can be
 
 def event_prompt(scenes, i: int, rng: np.random.Generator) -> str:
     """A prompt naming one random event of scene ``i`` (synthetic scenes: ground truth known)."""
+    return event_prompts(scenes, i, rng, 1)[0]
+
+
+def event_prompts(scenes, i: int, rng: np.random.Generator, k: int) -> list[str]:
+    """``k`` prompts naming different random events of scene ``i`` (cycling through
+    them when the scene has fewer than ``k``), each in a random template."""
     if scenes.events is None:
         raise ValueError(f"{scenes.name!r} has no event labels; use caption_prompt")
-    label = scenes.events[i][rng.integers(len(scenes.events[i]))].label
-    return CLASS_TEMPLATES[rng.integers(len(CLASS_TEMPLATES))].format(label)
+    events = scenes.events[i]
+    order = rng.permutation(len(events))
+    return [CLASS_TEMPLATES[rng.integers(len(CLASS_TEMPLATES))].format(events[order[j % len(events)]].label)
+            for j in range(k)]
 
 
 def caption_prompt(scenes, i: int, rng: np.random.Generator) -> str:
@@ -456,16 +464,25 @@ class SceneBatches:
     so training can stop and resume anywhere. ``prompt`` (default: :func:`event_prompt`
     for scenes with ground-truth events, else :func:`caption_prompt`) picks each clip's text.
 
+    With ``same_scene_pairs`` (scenes with ground-truth events only) a batch holds B/2
+    scenes, each twice, prompted with two different events of it (:func:`event_prompts`):
+    the decoder must then give one audio two masks that differ by the prompt.
+
     With ``preload`` (the default, right for the small synthetic sets) every clip is
     loaded once and kept in memory; without it (large sets such as Clotho: 10 s at
     48 kHz is 1.9 MB a clip) each batch loads its clips when it is drawn.
     """
 
     def __init__(self, model: ClapModel, scenes, batch_size: int = 8, seed: int = 0,
-                 prompt: Callable | None = None, preload: bool = True, progress: bool = True):
+                 prompt: Callable | None = None, preload: bool = True, progress: bool = True,
+                 same_scene_pairs: bool = False):
         if batch_size < 2:
             raise ValueError(f"batch_size must be at least 2 (mismatched pairs need 2 clips), "
                              f"got {batch_size}")
+        if same_scene_pairs and (batch_size % 2 or scenes.events is None or prompt is not None):
+            raise ValueError("same_scene_pairs needs an even batch_size, scenes with ground-truth "
+                             "events and the default prompt")
+        self.same_scene_pairs = same_scene_pairs
         if batch_size > len(scenes):
             raise ValueError(f"batch_size {batch_size} is larger than the {len(scenes)} clips given")
         self.model, self.scenes, self.batch_size = model, scenes, batch_size
@@ -480,8 +497,12 @@ class SceneBatches:
 
     def __call__(self, step: int) -> tuple[torch.Tensor, list[str]]:
         rng = np.random.default_rng([self.seed, step])
-        idx = rng.choice(len(self.scenes), size=self.batch_size, replace=False)
-        prompts = [self.prompt(self.scenes, int(i), rng) for i in idx]
+        if self.same_scene_pairs:
+            idx = np.repeat(rng.choice(len(self.scenes), size=self.batch_size // 2, replace=False), 2)
+            prompts = [p for i in idx[::2] for p in event_prompts(self.scenes, int(i), rng, 2)]
+        else:
+            idx = rng.choice(len(self.scenes), size=self.batch_size, replace=False)
+            prompts = [self.prompt(self.scenes, int(i), rng) for i in idx]
         if self.audio is not None:
             return self.audio[idx], prompts
         clips = [self.scenes.audio(int(i)) for i in idx]

@@ -124,7 +124,8 @@ def _synthetic_scenes(max_items: int | None, seed: int) -> SceneSet:
 
 
 def _tiny_decoder_scenes(max_items: int | None) -> SceneSet:
-    return synth.load_synthetic_scenes(n=max_items or 400, seed=TINY_DECODER_SEED)
+    return synth.load_synthetic_scenes(n=max_items or 400, seed=TINY_DECODER_SEED,
+                                       min_events=2, max_events=3)
 
 
 def _synthetic_truth_scenes(n: int = 100, seed: int = 0, min_events: int = 2,
@@ -215,8 +216,8 @@ def load_scenes(model: ClapModel, max_items: int | None = None, seed: int = 0) -
 
 
 def decoder_scenes(model: ClapModel, max_items: int | None = None) -> SceneSet:
-    """The scenes a LMAC-ZS decoder for ``model`` trains on (TinyCLAP: the synthetic
-    scenes of seed :data:`TINY_DECODER_SEED`; LAION-CLAP: Clotho evaluation)."""
+    """The scenes a LMAC-ZS decoder for ``model`` trains on (TinyCLAP: synthetic scenes
+    of 2-3 events, seed :data:`TINY_DECODER_SEED`; LAION-CLAP: Clotho evaluation)."""
     return backend(model).decoder_scenes(max_items)
 
 

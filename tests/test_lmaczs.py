@@ -318,6 +318,24 @@ def test_scene_batches_use_captions_where_scenes_know_no_events(model):
     assert all(any(label in p for label in labels) for p in named)
 
 
+def test_same_scene_pairs_prompt_one_scene_with_two_of_its_events(model):
+    scenes = synth.load_synthetic_scenes(n=6, seed=3, min_events=2, max_events=3)
+    batches = lmaczs.SceneBatches(model, scenes, batch_size=4, seed=0, progress=False,
+                                  same_scene_pairs=True)
+    for step in range(3):
+        audio, prompts = batches(step)
+        assert audio.shape[0] == 4 == len(prompts)
+        for k in (0, 2):
+            torch.testing.assert_close(audio[k], audio[k + 1])   # the same scene twice
+            i = next(i for i in range(len(scenes)) if torch.equal(batches.audio[i], audio[k]))
+            named = [next(e.label for e in scenes.events[i] if e.label in p.replace(".", " ").split())
+                     for p in prompts[k:k + 2]]
+            assert named[0] != named[1], prompts[k:k + 2]      # two different events of it
+    for bad in (dict(batch_size=3), dict(batch_size=4, prompt=lmaczs.caption_prompt)):
+        with pytest.raises(ValueError, match="same_scene_pairs"):
+            lmaczs.SceneBatches(model, scenes, seed=0, progress=False, same_scene_pairs=True, **bad)
+
+
 def test_ground_truth_scores_set_the_map_against_a_loudness_baseline(model):
     scenes = synth.load_synthetic_scenes(n=3, seed=5, min_events=2, max_events=2)
     scores = lmaczs.ground_truth_scores(model, lmaczs.load_decoder(model), scenes, synth.CLASSES,

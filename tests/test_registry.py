@@ -75,7 +75,9 @@ def test_tiny_comes_with_its_synthetic_world_decoder_and_ground_truth():
     scenes = clapnb.load_scenes(model, max_items=5)
     assert len(scenes) == 5 and scenes.events is not None
     train = registry.decoder_scenes(model, 3)
-    assert train.name == synth.load_synthetic_scenes(n=3, seed=registry.TINY_DECODER_SEED).name
+    assert train.name == synth.load_synthetic_scenes(n=3, seed=registry.TINY_DECODER_SEED,
+                                                     min_events=2, max_events=3).name
+    assert all(2 <= len(events) <= 3 for events in train.events)
     gt = truth.scenes(n=4, seed=2, min_events=2, max_events=3)
     assert all(2 <= len(ev) <= 3 for ev in gt.events)
     unseen = truth.held_out_clips(2, 0)

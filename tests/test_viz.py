@@ -66,7 +66,7 @@ def test_loss_history_gets_one_panel_per_term_plus_total_and_masks():
     steps = [{"sim": 1.0 / k, "out": 300.0 / k, "l1": 0.1, "div": 0.01, "total": 31.0 / k,
               "mask_related": 0.3, "mask_unrelated": 0.1} for k in range(1, 11)]
     history = History(train=steps, val=[{"step": 10, **steps[-1]}])
-    axes = viz.plot_loss_history(history, weights=LossWeights())
+    axes = viz.plot_loss_history(history, weights=LossWeights(out=0.1))
     titles = [ax.get_title() for ax in axes]
     assert titles == ["sim (weight 1)", "out (weight 0.1)", "l1 (weight 1)", "div (weight 2)",
                       "total (weighted sum)", "mean mask"]
