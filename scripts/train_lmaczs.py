@@ -59,8 +59,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     settings = TrainSettings(steps=args.steps)
-    # keyed by every setting, so a run of another recipe is never resumed by mistake
-    key = hashlib.sha256(json.dumps(asdict(settings), sort_keys=True).encode()).hexdigest()[:12]
+    # keyed by every setting and by TinyCLAP's weights, so a run of another recipe (or
+    # for another TinyCLAP) is never resumed by mistake
+    recipe = json.dumps(asdict(settings), sort_keys=True).encode() + tiny.WEIGHTS_FILE.read_bytes()
+    key = hashlib.sha256(recipe).hexdigest()[:12]
     checkpoint = args.checkpoint or cache_dir("lmaczs") / f"train-tiny-{key}.pt"
 
     started = time.perf_counter()
