@@ -39,7 +39,7 @@ from clapnb.embeddings import cached_audio_embeddings, cached_text_embeddings
 from clapnb.decompose import ConceptDecomposer, embedding_mean
 from clapnb.finetune import train_linear_map
 from clapnb.vocabulary import load_vocabulary, vocabulary_embeddings
-from clapnb.zeroshot import bootstrap_ci, class_prompts, zero_shot
+from clapnb.zeroshot import bootstrap_ci, class_prompts, nearest_neighbour_accuracy, zero_shot
 
 VOCABULARIES = ("baseline", "pruned", "clustered")
 LAMS = (1.0, 0.25, 0.1, 0.02)
@@ -77,13 +77,6 @@ def four_way(audio: np.ndarray, labels: np.ndarray, folds: np.ndarray, prompts: 
         mean, low, high = bootstrap_ci(predicted[n] == labels)
         out[n] = {"accuracy": mean, "low": low, "high": high, "cosine": float(cosine[n].mean())}
     return out
-
-
-def nearest_clip_accuracy(audio: np.ndarray, labels: np.ndarray) -> float:
-    """Share of clips whose most similar *other* clip has the same label (leave-one-out 1-NN)."""
-    sim = audio @ audio.T
-    np.fill_diagonal(sim, -np.inf)
-    return float((labels[sim.argmax(1)] == labels).mean())
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -162,20 +155,19 @@ def main(argv: list[str] | None = None) -> dict:
                                       classes=synth.HELD_OUT)
     held_audio = cached_audio_embeddings(model, held)
     held_prompts = model.embed_text([synth.DESCRIPTIONS[c] for c in held.class_names]).numpy()
-    for key, (emb, labels, folds, text) in {
-            "finetune": (audio, clips.labels, clips.folds, prompts),
-            "finetune_heldout_classes": (held_audio, held.labels, held.folds, held_prompts)}.items():
-        out[key] = four_way(emb, labels, folds, text, decomposer, lam, scale, args.epochs)
-        out[key]["nearest_clip_same_class"] = nearest_clip_accuracy(emb, labels)
+    for key, suffix, (emb, labels, folds, text) in (
+            ("finetune", "", (audio, clips.labels, clips.folds, prompts)),
+            ("finetune_heldout_classes", "_heldout_classes",
+             (held_audio, held.labels, held.folds, held_prompts))):
+        ft = four_way(emb, labels, folds, text, decomposer, lam, scale, args.epochs)
         print(f"\n{key} (pruned, lam {lam}, 5-fold CV, {args.epochs} epochs; {len(labels)} clips)")
-        for n, r in out[key].items():
-            if isinstance(r, dict):
-                print(f"{n:20s} accuracy {r['accuracy']:.3f} [{r['low']:.3f}, {r['high']:.3f}]  "
-                      f"cosine to own prompt {r['cosine']:.3f}")
-        print(f"a clip's nearest other clip is of its class: {out[key]['nearest_clip_same_class']:.3f}"
+        for n, r in ft.items():
+            print(f"{n:20s} accuracy {r['accuracy']:.3f} [{r['low']:.3f}, {r['high']:.3f}]  "
+                  f"cosine to own prompt {r['cosine']:.3f}")
+        ft["nearest_clip_same_class"] = nearest_neighbour_accuracy(emb, labels)
+        print(f"a clip's nearest other clip is of its class: {ft['nearest_clip_same_class']:.3f}"
               " (what the audio embeddings separate; a linear map cannot do much better)")
-    for key, suffix in (("finetune", ""), ("finetune_heldout_classes", "_heldout_classes")):
-        ft = out[key]
+        out[key] = ft
         for kind in ("dense", "concept"):
             out[f"finetune_gain_{kind}{suffix}"] = round(ft[f"{kind} fine-tuned"]["accuracy"]
                                                          - ft[f"{kind} zero-shot"]["accuracy"], 4)

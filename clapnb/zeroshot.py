@@ -51,6 +51,20 @@ def modality_gap(audio_emb: np.ndarray | torch.Tensor, text_emb: np.ndarray | to
     return float(np.linalg.norm(audio.mean(0) - text.mean(0)))
 
 
+def nearest_neighbour_accuracy(emb: np.ndarray | torch.Tensor, labels: Sequence[int] | np.ndarray
+                               ) -> float:
+    """Share of the ``(N, D)`` embeddings whose most similar *other* embedding (cosine,
+    leave-one-out 1-NN) has the same label: how well the embeddings alone separate the
+    classes, the ceiling a linear map of them works against."""
+    labels = np.asarray(labels)
+    sim = cosine_matrix(emb, emb)
+    if len(labels) != len(sim) or len(sim) < 2:
+        raise ValueError(f"need one label per embedding and at least 2 embeddings, got "
+                         f"{len(labels)} labels for {len(sim)} embeddings")
+    np.fill_diagonal(sim, -np.inf)
+    return float((labels[sim.argmax(1)] == labels).mean())
+
+
 @dataclass
 class ZeroShotResult:
     """predictions: ``(N,)`` class index; probs: ``(N, C)`` softmax over the class prompts."""

@@ -67,3 +67,12 @@ def test_modality_gap_is_the_distance_between_the_centroids():
     assert expected > 0.1
     with pytest.raises(ValueError, match="paired"):
         zeroshot.modality_gap(audio, audio[:10])
+
+
+def test_nearest_neighbour_accuracy_leaves_each_embedding_out():
+    emb = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9], [0.7, 0.75]])
+    # the last point's nearest other point is [0.1, 0.9] (class 1), its own label is 0
+    assert zeroshot.nearest_neighbour_accuracy(emb, [0, 0, 1, 1, 0]) == pytest.approx(4 / 5)
+    assert zeroshot.nearest_neighbour_accuracy(torch.tensor(emb) * 3, [0, 0, 1, 1, 1]) == 1.0   # cosine: scale-free
+    with pytest.raises(ValueError, match="one label per embedding"):
+        zeroshot.nearest_neighbour_accuracy(emb, [0, 1])
