@@ -15,17 +15,25 @@ the reconstruction (fine-tuned concept)::
     from clapnb.finetune import train_linear_map
     H = train_linear_map(train_emb, train_labels, prompt_emb, epochs=40)
     zero_shot(H(test_emb), prompt_emb).accuracy(test_labels)
+
+:func:`cross_validate` runs the paper's four-way comparison (dense / concept x
+zero-shot / fine-tuned) over a dataset's folds; :func:`linear_probe` scores the best
+linear classifier on the same folds, the most a linear map can separate.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from clapnb.decompose import ConceptDecomposer, embedding_mean
 from clapnb.settings import default_device, progress_bar
+from clapnb.zeroshot import bootstrap_ci, zero_shot
 
 Array = np.ndarray | torch.Tensor
 
@@ -150,3 +158,123 @@ def train_linear_map(audio_emb: Array, labels, prompt_emb: Array, epochs: int = 
         bar.set_postfix(loss=f"{result.losses[-1]:.4f}")
     result.weight = weight.detach().cpu()
     return result
+
+
+#: the four representations of the paper's comparison, in table order
+REPRESENTATIONS = ("dense zero-shot", "concept zero-shot", "dense fine-tuned", "concept fine-tuned")
+
+
+@dataclass
+class CrossValidation:
+    """Held-out results of :func:`cross_validate`, one entry per representation.
+
+    labels: ``(N,)`` true class of each clip.
+    predicted: ``(N,)`` predicted class of each clip, from the fold that held it out.
+    own / other: ``(N,)`` cosine of each clip's representation with its own class prompt
+        and with the most similar other prompt (a clip is right when own > other).
+    per_fold: accuracy of every representation on each held-out fold.
+    """
+
+    labels: np.ndarray
+    predicted: dict[str, np.ndarray]
+    own: dict[str, np.ndarray]
+    other: dict[str, np.ndarray]
+    per_fold: pd.DataFrame
+
+    def table(self) -> pd.DataFrame:
+        """One row per representation: pooled accuracy with its 95 % bootstrap interval
+        (``low``, ``high``), mean cosine to the own prompt and to the best other, margin."""
+        rows = []
+        for name in REPRESENTATIONS:
+            accuracy, low, high = bootstrap_ci(self.predicted[name] == self.labels)
+            rows.append({"representation": name, "accuracy": accuracy, "low": low, "high": high,
+                         "cosine to own prompt": self.own[name].mean(),
+                         "to best other": self.other[name].mean(),
+                         "margin": (self.own[name] - self.other[name]).mean()})
+        return pd.DataFrame(rows)
+
+    def gain(self, kind: str) -> float:
+        """Fine-tuned minus zero-shot accuracy of ``kind`` ("dense" or "concept")."""
+        if kind not in ("dense", "concept"):
+            raise ValueError(f"kind must be 'dense' or 'concept', got {kind!r}")
+        right = {n: float((self.predicted[n] == self.labels).mean()) for n in REPRESENTATIONS}
+        return right[f"{kind} fine-tuned"] - right[f"{kind} zero-shot"]
+
+
+def cross_validate(audio_emb: np.ndarray, labels, folds, prompt_emb: np.ndarray,
+                   decomposer: ConceptDecomposer, lam: float, **train_options) -> CrossValidation:
+    """The concept paper's four-way comparison, cross-validated over ``folds``.
+
+    Each fold is held out in turn: ``H`` (:func:`train_linear_map` with
+    ``train_options``, e.g. ``epochs``, ``lr``) and the audio mean that centres the
+    decompositions come from the other folds. Every held-out clip is then classified
+    by its most similar prompt four ways: ``z``, the concept reconstruction of ``z``
+    (``decomposer`` at ``lam``), ``H z`` and the reconstruction of ``H z``.
+
+    Args:
+        audio_emb: ``(N, D)`` audio embeddings; labels, folds: ``(N,)``.
+        prompt_emb: ``(C, D)`` one prompt embedding per class.
+    """
+    audio_emb, labels, folds = np.asarray(audio_emb), np.asarray(labels), np.asarray(folds)
+    if not len(audio_emb) == len(labels) == len(folds):
+        raise ValueError(f"audio_emb, labels and folds must be equally long, got "
+                         f"{len(audio_emb)}, {len(labels)}, {len(folds)}")
+    if len(np.unique(folds)) < 2:
+        raise ValueError("cross-validation needs at least two folds")
+    unit = prompt_emb / np.linalg.norm(prompt_emb, axis=1, keepdims=True)
+    predicted = {n: np.zeros(len(labels), dtype=int) for n in REPRESENTATIONS}
+    own = {n: np.zeros(len(labels)) for n in REPRESENTATIONS}
+    other = {n: np.zeros(len(labels)) for n in REPRESENTATIONS}
+    per_fold = []
+    train_options = {"progress": False, **train_options}
+
+    def reconstruct(x: np.ndarray, train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        return decomposer(x[test], lam=lam, audio_mean=embedding_mean(x[train]),
+                          progress=False).reconstruction.cpu().numpy()
+
+    for fold in np.unique(folds):
+        train, test = folds != fold, folds == fold
+        H = train_linear_map(audio_emb[train], labels[train], prompt_emb, **train_options)
+        hz = H(audio_emb)
+        held_out = {"dense zero-shot": audio_emb[test],
+                    "concept zero-shot": reconstruct(audio_emb, train, test),
+                    "dense fine-tuned": hz[test],
+                    "concept fine-tuned": reconstruct(hz, train, test)}
+        row = {"held-out fold": int(fold)}
+        for name, rep in held_out.items():
+            predicted[name][test] = zero_shot(rep, prompt_emb).predictions
+            sims = rep @ unit.T / np.linalg.norm(rep, axis=1, keepdims=True)   # (clips, C)
+            idx = np.arange(len(sims))
+            own[name][test] = sims[idx, labels[test]]
+            sims[idx, labels[test]] = -np.inf
+            other[name][test] = sims.max(1)
+            row[name] = float((predicted[name][test] == labels[test]).mean())
+        per_fold.append(row)
+    return CrossValidation(labels, predicted, own, other, pd.DataFrame(per_fold))
+
+
+def linear_probe(audio_emb: np.ndarray, labels, folds,
+                 strengths: Sequence[float] = (0.1, 1.0, 10.0, 100.0)) -> dict[str, float]:
+    """Held-out accuracy of the best linear classifier on these embeddings.
+
+    Logistic regression on unit-norm ``(N, D)`` embeddings, cross-validated over
+    ``folds`` like :func:`cross_validate`, for each inverse regularisation strength
+    ``C`` in ``strengths``; the best is kept (an optimistic pick). ``H`` is a linear
+    map too, so fine-tuning cannot gain much more over zero-shot than this classifier.
+
+    Returns ``{"accuracy": ..., "C": ...}``.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    audio_emb, labels, folds = np.asarray(audio_emb), np.asarray(labels), np.asarray(folds)
+    unit = audio_emb / np.linalg.norm(audio_emb, axis=1, keepdims=True)
+    scores = {}
+    for c in strengths:
+        predicted = np.zeros_like(labels)
+        for fold in np.unique(folds):
+            train, test = folds != fold, folds == fold
+            clf = LogisticRegression(C=c, max_iter=3000).fit(unit[train], labels[train])
+            predicted[test] = clf.predict(unit[test])
+        scores[c] = float((predicted == labels).mean())
+    best = max(scores, key=scores.get)
+    return {"accuracy": scores[best], "C": float(best)}

@@ -1,4 +1,5 @@
-"""The fine-tuning map H: it learns a known map, starts at zero-shot, is reproducible, checks input."""
+"""The fine-tuning map H: it learns a known map, starts at zero-shot, is reproducible, checks
+input; the four-way cross-validation scores every clip from the fold that held it out."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from clapnb.finetune import LinearMap, train_linear_map
+from clapnb.decompose import ConceptDecomposer
+from clapnb.finetune import REPRESENTATIONS, LinearMap, cross_validate, linear_probe, train_linear_map
 from clapnb.zeroshot import zero_shot
 
 
@@ -89,3 +91,54 @@ def test_bad_input_is_explained(change, error, message):
     args.update(change)
     with pytest.raises(error, match=message):
         train_linear_map(**args)
+
+
+def test_cross_validation_scores_each_clip_from_the_fold_that_held_it_out():
+    audio, labels, prompts, _ = rotated_world(n_per_class=20)
+    folds = np.tile(np.arange(1, 6), len(labels) // 5)
+    # concepts: the prompts themselves plus a few random directions
+    words = np.concatenate([prompts, np.random.default_rng(3).standard_normal((6, 12))])
+    decomposer = ConceptDecomposer(words, [f"w{i}" for i in range(len(words))], device="cpu")
+    options = {"epochs": 60, "lr": 0.01, "batch_size": 16}
+    cv = cross_validate(audio, labels, folds, prompts, decomposer, lam=0.05, **options)
+    table = cv.table()
+    assert list(table["representation"]) == list(REPRESENTATIONS)
+    accuracy = dict(zip(table["representation"], table["accuracy"]))
+    # the audio space is rotated: zero-shot fails, the learned map recovers it
+    assert accuracy["dense zero-shot"] < 0.6 and accuracy["dense fine-tuned"] > 0.95
+    assert cv.gain("dense") == pytest.approx(accuracy["dense fine-tuned"] - accuracy["dense zero-shot"])
+    assert cv.gain("concept") > 0.3
+    # fold 3's clips are classified by an H that never saw them
+    held = folds == 3
+    H = train_linear_map(audio[~held], labels[~held], prompts, progress=False, **options)
+    assert np.array_equal(cv.predicted["dense fine-tuned"][held],
+                          zero_shot(H(audio[held]), prompts).predictions)
+    # a clip is right exactly when its own prompt beats the best other one
+    for name in REPRESENTATIONS:
+        assert np.array_equal(cv.predicted[name] == labels, cv.own[name] > cv.other[name])
+    assert list(cv.per_fold["held-out fold"]) == [1, 2, 3, 4, 5]
+    assert table["low"].le(table["accuracy"]).all() and table["high"].ge(table["accuracy"]).all()
+
+
+@pytest.mark.parametrize("folds, message", [(np.ones(120, int), "at least two folds"),
+                                            (np.ones(7, int), "equally long")])
+def test_cross_validation_refuses_bad_folds(folds, message):
+    audio, labels, prompts, _ = rotated_world()
+    decomposer = ConceptDecomposer(prompts, [f"w{i}" for i in range(len(prompts))], device="cpu")
+    with pytest.raises(ValueError, match=message):
+        cross_validate(audio, labels, folds, prompts, decomposer, lam=0.05)
+    with pytest.raises(ValueError, match="'dense' or 'concept'"):
+        cross_validate(audio, labels, np.arange(120) % 2, prompts, decomposer, lam=0.05,
+                       epochs=1).gain("fine-tuned")
+
+
+def test_linear_probe_finds_what_the_embeddings_separate_and_no_more():
+    audio, labels, prompts, _ = rotated_world(n_per_class=20)
+    folds = np.tile(np.arange(1, 6), len(labels) // 5)
+    # rotated away from the prompts, but the classes are apart: a linear classifier finds them
+    assert zero_shot(audio, prompts).accuracy(labels) < 0.6
+    probe = linear_probe(audio, labels, folds)
+    assert probe["accuracy"] > 0.95 and probe["C"] in (0.1, 1.0, 10.0, 100.0)
+    # labels unrelated to the audio: nothing to separate, about chance (1/6) on held-out folds
+    shuffled = np.random.default_rng(0).permutation(labels)
+    assert linear_probe(audio, shuffled, folds)["accuracy"] < 0.35
