@@ -703,7 +703,8 @@ def decoder_for(model: ClapModel, steps: int = 300, max_items: int | None = 400,
 # Checking maps against ground truth (offline: synthetic scenes)
 # ---------------------------------------------------------------------------------
 def ground_truth_scores(model: ClapModel, decoder: MaskDecoder, scenes, class_names: Sequence[str],
-                        template: str = CLASS_TEMPLATES[0], progress: bool = True) -> dict[str, float]:
+                        template: str = CLASS_TEMPLATES[0], progress: bool = True,
+                        per_event: bool = False) -> dict[str, float]:
     """How well the maps of synthetic scenes match what is really there.
 
     For each scene, the mask of every class prompt is computed. Returns:
@@ -718,7 +719,9 @@ def ground_truth_scores(model: ClapModel, decoder: MaskDecoder, scenes, class_na
             that of present classes' prompts;
         fid_in: share of scenes whose zero-shot prediction (over ``class_names``) is
             unchanged when only the predicted class's masked-in audio is kept;
-        present_mask_mean, absent_mask_mean, n_scenes, n_events, n_prompt_events.
+        present_mask_mean, absent_mask_mean, n_scenes, n_events, n_prompt_events;
+        with ``per_event``, also prompt_events: ``(scene, event, prompt AUC)`` of every
+        event that ``prompt_auc`` averages over.
     """
     check_decoder(model, decoder)
     if scenes.events is None:
@@ -732,7 +735,7 @@ def ground_truth_scores(model: ClapModel, decoder: MaskDecoder, scenes, class_na
                          "(e.g. clapnb.synth.CLASSES)")
     text = model.embed_text([template.format(c) for c in class_names])
     aucs, present, absent, same = [], [], [], []
-    loud_aucs, prompt_aucs, loud_prompt_aucs = [], [], []
+    loud_aucs, prompt_aucs, loud_prompt_aucs, prompt_events = [], [], [], []
     for i in progress_bar(range(len(scenes)), desc="scoring maps", disable=not progress):
         magnitude = model.spectrogram([scenes.audio(i)], scenes.sample_rate).abs()
         with torch.no_grad():
@@ -753,15 +756,19 @@ def ground_truth_scores(model: ClapModel, decoder: MaskDecoder, scenes, class_na
                 loud_aucs.append(roc_auc(loudness, gt))
             if gt.any() and (dominated & ~gt).any():   # another event has bins too
                 prompt_aucs.append(prompt_auc(masks[c], truth, k))
+                prompt_events.append((i, k, prompt_aucs[-1]))
                 loud_prompt_aucs.append(prompt_auc(loudness, truth, k))
             present.append(means[c])
         absent.extend(means[c] for c, name in enumerate(class_names) if name not in labels)
     nan = float("nan")   # no scene with two events that both dominate some bins
-    return {"gt_auc": float(np.mean(aucs)),
-            "prompt_auc": float(np.mean(prompt_aucs)) if prompt_aucs else nan,
-            "loudness_gt_auc": float(np.mean(loud_aucs)),
-            "loudness_prompt_auc": float(np.mean(loud_prompt_aucs)) if loud_prompt_aucs else nan,
-            "absent_to_present_mask_ratio": float(np.mean(absent) / max(np.mean(present), 1e-12)),
-            "present_mask_mean": float(np.mean(present)), "absent_mask_mean": float(np.mean(absent)),
-            "fid_in": float(np.mean(same)), "n_scenes": len(scenes), "n_events": len(present),
-            "n_prompt_events": len(prompt_aucs)}
+    scores = {"gt_auc": float(np.mean(aucs)),
+              "prompt_auc": float(np.mean(prompt_aucs)) if prompt_aucs else nan,
+              "loudness_gt_auc": float(np.mean(loud_aucs)),
+              "loudness_prompt_auc": float(np.mean(loud_prompt_aucs)) if loud_prompt_aucs else nan,
+              "absent_to_present_mask_ratio": float(np.mean(absent) / max(np.mean(present), 1e-12)),
+              "present_mask_mean": float(np.mean(present)), "absent_mask_mean": float(np.mean(absent)),
+              "fid_in": float(np.mean(same)), "n_scenes": len(scenes), "n_events": len(present),
+              "n_prompt_events": len(prompt_aucs)}
+    if per_event:
+        scores["prompt_events"] = prompt_events
+    return scores

@@ -346,3 +346,17 @@ def test_ground_truth_scores_set_the_map_against_a_loudness_baseline(model):
     # loudness is blind to the prompt: two events' prompts get the same map, so their
     # prompt AUCs add up to 1 in a two-event scene (ties count half): their mean is 0.5
     assert scores["loudness_prompt_auc"] == pytest.approx(0.5, abs=1e-9)
+
+
+def test_ground_truth_scores_per_event_are_what_prompt_auc_averages(model):
+    scenes = synth.load_synthetic_scenes(n=3, seed=5, min_events=2, max_events=2)
+    decoder = lmaczs.load_decoder(model)
+    scores = lmaczs.ground_truth_scores(model, decoder, scenes, synth.CLASSES, progress=False,
+                                        per_event=True)
+    events = scores["prompt_events"]
+    assert len(events) == scores["n_prompt_events"] > 0
+    assert np.mean([auc for _, _, auc in events]) == pytest.approx(scores["prompt_auc"])
+    assert {i for i, _, _ in events} <= set(range(len(scenes)))
+    assert all(0 <= k < len(scenes.events[i]) for i, k, _ in events)
+    assert "prompt_events" not in lmaczs.ground_truth_scores(model, decoder, scenes, synth.CLASSES,
+                                                             progress=False)
