@@ -192,6 +192,10 @@ def lmaczs_section(recs: dict) -> str:
                 ["prompt AUC of the loudness map (chance 0.5)",
                  f"{r['loudness_prompt_auc']:.3f}", "no ground truth", "not measured"]]
                if "prompt_auc" in r else []),
+             *([["prompt AUC by quartile of how far TinyCLAP tells the events apart (least to most)",
+                 " / ".join(f"{v:.3f}" for v in r["prompt_auc_by_separation_quartile"]),
+                 "no ground truth", "not measured"]]
+               if "prompt_auc_by_separation_quartile" in r else []),
              ["mask size, absent / present classes' prompts", f"{r['absent_to_present_mask_ratio']:.2f}",
               ONLINE, "qualitative: masks for unrelated prompts are almost empty"],
              ["Fid-In: masked-in audio keeps the prediction", f"{r['fid_in']:.3f}", ONLINE, "not readable"],
