@@ -51,18 +51,17 @@ def prompt_auc_by_separation(model, scenes, events: list[tuple[int, int, float]]
     ``ground_truth_scores(..., per_event=True)``), every event is embedded alone over the
     scene's background, and the separation is the cosine of event k's solo audio with
     k's prompt minus the largest cosine of another event's solo audio with it. A map
-    that follows the model can tell apart only what the model tells apart; the mean
-    prompt AUC per quartile of separation says how much the average owes to pairs the
-    model barely separates.
+    that explains the model has no reason to tell apart what the model itself barely
+    does; the mean prompt AUC per quartile of separation shows how much of the average
+    comes from such pairs.
     """
     text = model.embed_text([lmaczs.CLASS_TEMPLATES[0].format(c) for c in synth.CLASSES])
     separation, auc = [], []
     for i in sorted({e[0] for e in events}):
         stems = synth.render_stems(synth.recipe_of(scenes, i))
-        with torch.no_grad():
-            solo = model.embed_audio(list(stems[:-1] + stems[-1]), scenes.sample_rate)
+        solo = model.embed_audio(list(stems[:-1] + stems[-1]), scenes.sample_rate)   # (E, D)
         labels = [synth.CLASSES.index(e.label) for e in scenes.events[i]]
-        sims = torch.as_tensor(solo) @ text.T                                  # (E, C)
+        sims = solo @ text.T                                                   # (E, C)
         for _, k, value in (e for e in events if e[0] == i):
             others = [float(sims[j, labels[k]]) for j in range(len(labels)) if j != k]
             separation.append(float(sims[k, labels[k]]) - max(others))
