@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)   # SmoothGrad's noise: a re-run gives the same figures
 
     from clapnb import lmaczs
     model = clapnb.load_model(args.model)
