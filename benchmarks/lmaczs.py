@@ -56,16 +56,15 @@ def prompt_auc_by_separation(model, scenes, events: list[tuple[int, int, float]]
     comes from such pairs.
     """
     text = model.embed_text([lmaczs.CLASS_TEMPLATES[0].format(c) for c in synth.CLASSES])
-    separation, auc = [], []
-    for i in sorted({e[0] for e in events}):
-        stems = synth.render_stems(synth.recipe_of(scenes, i))
-        solo = model.embed_audio(list(stems[:-1] + stems[-1]), scenes.sample_rate)   # (E, D)
-        labels = [synth.CLASSES.index(e.label) for e in scenes.events[i]]
-        sims = solo @ text.T                                                   # (E, C)
-        for _, k, value in (e for e in events if e[0] == i):
-            others = [float(sims[j, labels[k]]) for j in range(len(labels)) if j != k]
-            separation.append(float(sims[k, labels[k]]) - max(others))
-            auc.append(value)
+    separation, auc, sims = [], [], {}
+    for i, k, value in events:
+        if i not in sims:   # each event of scene i alone over its background: (E, C) cosines
+            stems = synth.render_stems(synth.recipe_of(scenes, i))
+            sims[i] = model.embed_audio(list(stems[:-1] + stems[-1]), scenes.sample_rate) @ text.T
+        c = synth.CLASSES.index(scenes.events[i][k].label)
+        column = sims[i][:, c]
+        separation.append(float(column[k]) - float(torch.cat([column[:k], column[k + 1:]]).max()))
+        auc.append(value)
     separation, auc = np.array(separation), np.array(auc)
     quartile = np.searchsorted(np.quantile(separation, [0.25, 0.5, 0.75]), separation)
     return {"prompt_auc_by_separation_quartile": [round(float(auc[quartile == q].mean()), 4)

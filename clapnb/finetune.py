@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from clapnb.decompose import ConceptDecomposer, embedding_mean
 from clapnb.settings import default_device, progress_bar
-from clapnb.zeroshot import bootstrap_ci, zero_shot
+from clapnb.zeroshot import bootstrap_ci, cosine_matrix
 
 Array = np.ndarray | torch.Tensor
 
@@ -221,7 +221,6 @@ def cross_validate(audio_emb: np.ndarray, labels, folds, prompt_emb: np.ndarray,
                          f"{len(audio_emb)}, {len(labels)}, {len(folds)}")
     if len(np.unique(folds)) < 2:
         raise ValueError("cross-validation needs at least two folds")
-    unit = prompt_emb / np.linalg.norm(prompt_emb, axis=1, keepdims=True)
     predicted = {n: np.zeros(len(labels), dtype=int) for n in REPRESENTATIONS}
     own = {n: np.zeros(len(labels)) for n in REPRESENTATIONS}
     other = {n: np.zeros(len(labels)) for n in REPRESENTATIONS}
@@ -242,8 +241,8 @@ def cross_validate(audio_emb: np.ndarray, labels, folds, prompt_emb: np.ndarray,
                     "concept fine-tuned": reconstruct(hz, train, test)}
         row = {"held-out fold": int(fold)}
         for name, rep in held_out.items():
-            predicted[name][test] = zero_shot(rep, prompt_emb).predictions
-            sims = rep @ unit.T / np.linalg.norm(rep, axis=1, keepdims=True)   # (clips, C)
+            sims = cosine_matrix(rep, prompt_emb)      # (clips, C); zero-shot picks the largest
+            predicted[name][test] = sims.argmax(1)
             idx = np.arange(len(sims))
             own[name][test] = sims[idx, labels[test]]
             sims[idx, labels[test]] = -np.inf
@@ -265,16 +264,14 @@ def linear_probe(audio_emb: np.ndarray, labels, folds,
     Returns ``{"accuracy": ..., "C": ...}``.
     """
     from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import LeaveOneGroupOut, cross_val_predict
 
-    audio_emb, labels, folds = np.asarray(audio_emb), np.asarray(labels), np.asarray(folds)
+    audio_emb, labels = np.asarray(audio_emb), np.asarray(labels)
     unit = audio_emb / np.linalg.norm(audio_emb, axis=1, keepdims=True)
     scores = {}
     for c in strengths:
-        predicted = np.zeros_like(labels)
-        for fold in np.unique(folds):
-            train, test = folds != fold, folds == fold
-            clf = LogisticRegression(C=c, max_iter=3000).fit(unit[train], labels[train])
-            predicted[test] = clf.predict(unit[test])
+        predicted = cross_val_predict(LogisticRegression(C=c, max_iter=3000), unit, labels,
+                                      groups=np.asarray(folds), cv=LeaveOneGroupOut())
         scores[c] = float((predicted == labels).mean())
     best = max(scores, key=scores.get)
     return {"accuracy": scores[best], "C": float(best)}

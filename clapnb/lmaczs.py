@@ -735,7 +735,7 @@ def ground_truth_scores(model: ClapModel, decoder: MaskDecoder, scenes, class_na
                          "(e.g. clapnb.synth.CLASSES)")
     text = model.embed_text([template.format(c) for c in class_names])
     aucs, present, absent, same = [], [], [], []
-    loud_aucs, prompt_aucs, loud_prompt_aucs, prompt_events = [], [], [], []
+    loud_aucs, loud_prompt_aucs, prompt_events = [], [], []   # prompt_events: (scene, event, AUC)
     for i in progress_bar(range(len(scenes)), desc="scoring maps", disable=not progress):
         magnitude = model.spectrogram([scenes.audio(i)], scenes.sample_rate).abs()
         with torch.no_grad():
@@ -755,11 +755,11 @@ def ground_truth_scores(model: ClapModel, decoder: MaskDecoder, scenes, class_na
                 aucs.append(roc_auc(masks[c], gt))
                 loud_aucs.append(roc_auc(loudness, gt))
             if gt.any() and (dominated & ~gt).any():   # another event has bins too
-                prompt_aucs.append(prompt_auc(masks[c], truth, k))
-                prompt_events.append((i, k, prompt_aucs[-1]))
+                prompt_events.append((i, k, prompt_auc(masks[c], truth, k)))
                 loud_prompt_aucs.append(prompt_auc(loudness, truth, k))
             present.append(means[c])
         absent.extend(means[c] for c, name in enumerate(class_names) if name not in labels)
+    prompt_aucs = [auc for _, _, auc in prompt_events]
     nan = float("nan")   # no scene with two events that both dominate some bins
     scores = {"gt_auc": float(np.mean(aucs)),
               "prompt_auc": float(np.mean(prompt_aucs)) if prompt_aucs else nan,
