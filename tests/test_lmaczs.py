@@ -46,7 +46,7 @@ def test_similarity_loss_is_zero_for_all_ones_masks_and_positive_otherwise(model
     magnitude = model.stft_config.stft(waveforms).abs()
     text = model.embed_text(prompts)
     audio_emb = model.embed_from_spectrogram(magnitude)
-    only_sim = lmaczs.LossWeights(sim=1, out=0, l1=0, tv=0, div=0)
+    only_sim = lmaczs.LossWeights(sim=1, cls=0, out=0, l1=0, tv=0, div=0)
     ones = torch.ones(3, 3, *magnitude.shape[1:])
     loss, values = lmaczs.lmaczs_loss(model, ones, magnitude, text, audio_emb, only_sim)
     assert float(loss) < 1e-8 and set(values) == {"sim", "total", "mask_related", "mask_unrelated"}
@@ -64,7 +64,7 @@ def test_similarity_loss_is_zero_for_all_ones_masks_and_positive_otherwise(model
     got = lmaczs.lmaczs_loss(model, half, magnitude, text, audio_emb, only_sim)[0]
     torch.testing.assert_close(got, one_sided, rtol=1e-4, atol=1e-6)
     got = lmaczs.lmaczs_loss(model, half, magnitude, text, audio_emb,
-                             lmaczs.LossWeights(sim_unrelated=1, sim_above=1, out=0, l1=0,
+                             lmaczs.LossWeights(sim_unrelated=1, sim_above=1, cls=0, out=0, l1=0,
                                                 div=0))[0]
     torch.testing.assert_close(got, paper, rtol=1e-4, atol=1e-6)
     assert float(paper) > 1e-3
@@ -85,7 +85,7 @@ def test_relevance_weights_the_diversity_term(model, batch):
     best = (audio_emb @ text.T).argmax(dim=1)
     masks = torch.zeros(3, 3, *magnitude.shape[1:])
     masks[torch.arange(3), best] = 1
-    only_div = lmaczs.LossWeights(sim=0, out=0, l1=0, tv=0, div=1)
+    only_div = lmaczs.LossWeights(sim=0, cls=0, out=0, l1=0, tv=0, div=1)
     assert float(lmaczs.lmaczs_loss(model, masks, magnitude, text, audio_emb, only_div)[0]) < 1e-6
     assert float(lmaczs.lmaczs_loss(model, 1 - masks, magnitude, text, audio_emb, only_div)[0]) > 0.01
 
@@ -360,3 +360,32 @@ def test_ground_truth_scores_per_event_are_what_prompt_auc_averages(model):
     assert all(0 <= k < len(scenes.events[i]) for i, k, _ in events)
     assert "prompt_events" not in lmaczs.ground_truth_scores(model, decoder, scenes, synth.CLASSES,
                                                              progress=False)
+
+
+def test_cls_rewards_masks_that_keep_only_the_prompted_event(model):
+    """L_cls over scenes of two events, each prompted by name: masks that keep only the
+    prompted event's true bins are recognised as their prompt better than masks keeping
+    the whole scene; for the whole scene L_cls is the clip's own zero-shot cross-entropy;
+    one prompt, or a second prompt that is the same text, leaves nothing to choose (0)."""
+    scenes = synth.load_synthetic_scenes(n=8, seed=5, min_events=2, max_events=2)
+    only_cls = lmaczs.LossWeights(sim=0, cls=1, out=0, l1=0, tv=0, div=0)
+    whole, alone = [], []
+    for i in range(len(scenes)):
+        magnitude = model.spectrogram([scenes.audio(i)], scenes.sample_rate).abs()   # (1, F, T)
+        text = model.embed_text([f"This is a sound of {e.label}." for e in scenes.events[i]])
+        emb = model.embed_from_spectrogram(magnitude)
+        truth = torch.from_numpy(synth.event_masks(scenes, i, model.stft_config)).float()
+
+        def cls(masks, text=text):
+            return float(lmaczs.lmaczs_loss(model, masks, magnitude, text, emb, only_cls)[0])
+
+        whole.append(cls(torch.ones(1, 2, *magnitude.shape[1:])))
+        alone.append(cls(truth[None]))
+        s = model.logit_scale * emb @ text.T                                    # (1, 2)
+        r = s.softmax(-1) / s.softmax(-1).max()
+        by_hand = float((r * -s.log_softmax(-1)).sum() / r.sum())
+        assert whole[-1] == pytest.approx(by_hand, rel=1e-4)
+        assert cls(truth[None, :1], text[:1]) == 0.0
+        assert cls(torch.ones(1, 2, *magnitude.shape[1:]), text[[0, 0]]) == 0.0
+    assert np.mean(alone) < 0.5 * np.mean(whole), (alone, whole)
+    assert sum(a < w for a, w in zip(alone, whole)) >= 6, (alone, whole)
