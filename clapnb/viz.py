@@ -180,7 +180,7 @@ def plot_modality_gap(audio_emb, text_emb, ax=None, audio_labels=None, title: st
 
 def plot_loss_history(history, axes=None, weights=None, terms: Sequence[str] | None = None):
     """Training curves of a loss with several terms: one panel per term, then the total
-    (and the mean masks, when recorded), each on its own y-axis.
+    (and the mean masks, when recorded), each on its own y-axis, at most four a row.
 
     Terms of very different size (LMAC-ZS's ``out`` is in squared logits, ``l1`` a mean
     mask) stay readable this way. ``history`` is a :class:`clapnb.lmaczs.History` (its
@@ -195,8 +195,13 @@ def plot_loss_history(history, axes=None, weights=None, terms: Sequence[str] | N
     panels = terms + [c for c in ["total"] if c in train]
     masks = [c for c in ("mask_related", "mask_unrelated") if c in train]
     n = len(panels) + bool(masks)
-    if axes is None:
-        _, axes = plt.subplots(1, n, figsize=(2.9 * n, 2.7), layout="constrained", squeeze=False)
+    if axes is None:   # at most four panels a row, so that the figure stays readable
+        cols = min(n, 4)
+        _, grid = plt.subplots(-(-n // cols), cols, figsize=(2.9 * cols, 2.7 * -(-n // cols)),
+                               layout="constrained", squeeze=False)
+        for ax in grid.ravel()[n:]:
+            ax.set_visible(False)
+        axes = grid.ravel()[:n]
     axes = np.asarray(axes).ravel()
     steps = np.arange(1, len(train) + 1)
     for ax, name in zip(axes, panels):

@@ -80,6 +80,14 @@ def test_loss_history_gets_one_panel_per_term_plus_total_and_masks():
     axes = viz.plot_loss_history(steps[:3])
     assert [ax.get_title() for ax in axes][:2] == ["sim", "out"]
     plt.close(axes[0].figure)
+    # seven panels wrap onto two rows of at most four; the spare cell stays hidden
+    axes = viz.plot_loss_history([{**s, "cls": 0.5} for s in steps], weights=LossWeights())
+    fig = axes[0].figure
+    assert len(axes) == 7 and [ax.get_title() for ax in axes][1] == "cls (weight 5)"
+    fig.canvas.draw()
+    rows = sorted({round(ax.get_position().y0, 3) for ax in axes})
+    assert len(rows) == 2 and sum(ax.get_visible() for ax in fig.axes) == 7 and len(fig.axes) == 8
+    plt.close(fig)
 
 
 def test_explanation_figure_shows_as_png_without_pyplot():
