@@ -40,7 +40,7 @@ defaults ``u = a = 0`` are this course's, for two measurable reasons:
 
 * ``u = 0``: an unrelated prompt's pair counts only through ``L_div``. An empty
   mask leaves (near) silence, and TinyCLAP finds silence very similar to some
-  prompts (cosine 0.83 with "This is a sound of phone."), so asking an empty
+  prompts (cosine about 0.85 with "This is a sound of phone."), so asking an empty
   mask to reproduce an unrelated prompt's *low* similarity forces masks to keep
   the whole clip.
 * ``a = 0``: only a *loss* of similarity is penalised. An event cut out of a
