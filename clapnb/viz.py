@@ -197,8 +197,9 @@ def plot_loss_history(history, axes=None, weights=None, terms: Sequence[str] | N
     n = len(panels) + bool(masks)
     if axes is None:   # at most four panels a row, so that the figure stays readable
         cols = min(n, 4)
-        _, grid = plt.subplots(-(-n // cols), cols, figsize=(2.9 * cols, 2.7 * -(-n // cols)),
-                               layout="constrained", squeeze=False)
+        rows = -(-n // cols)
+        _, grid = plt.subplots(rows, cols, figsize=(2.9 * cols, 2.7 * rows), layout="constrained",
+                               squeeze=False)
         for ax in grid.ravel()[n:]:
             ax.set_visible(False)
         axes = grid.ravel()[:n]
